@@ -1,0 +1,2 @@
+//! Placeholder until the broadcast benchmark lands.
+fn main() {}

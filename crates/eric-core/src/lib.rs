@@ -1,0 +1,87 @@
+//! eric-core: channels, listeners, queues and connections for async messaging in the
+//! Server-Sent Events model. The Rust port of eric-sse's core.
+//!
+//! A [`Channel`] holds listeners; each listener owns a FIFO [`Queue`]. A producer
+//! [`dispatch`](Channel::dispatch)es to one listener or
+//! [`broadcast`](Channel::broadcast)s to all; a consumer reads a listener's
+//! [`message_stream`](Channel::message_stream), which the channel's [`Adapter`] shapes.
+//!
+//! - Sharing, not copying: a broadcast to N listeners puts N references to one
+//!   [`Message`] in N queues.
+//! - Wake-ups, not polling: a push wakes the one task waiting on that queue; an idle
+//!   stream costs no CPU.
+//! - Nothing lost silently: bounded queues overflow by an explicit [`OverflowPolicy`],
+//!   and every drop, refusal and disconnection is counted ([`ChannelStats`]).
+//! - Usable from anywhere: every handle is `Send + Sync`, and producing is synchronous,
+//!   so OS threads and tokio tasks share channels freely.
+//!
+//! ```
+//! use eric_core::{Channel, Message};
+//! use futures_util::StreamExt;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eric_core::Result<()> {
+//! let channel = Channel::default();
+//! let listener = channel.add_listener()?;
+//! let mut stream = channel.message_stream(listener.id())?;
+//!
+//! let producer = channel.clone();
+//! tokio::spawn(async move {
+//!     for n in 0..3 {
+//!         producer.broadcast(Message::new("tick", json!({ "n": n }))).unwrap();
+//!     }
+//!     producer.close();
+//! });
+//!
+//! let mut ticks = Vec::new();
+//! while let Some(item) = stream.next().await {
+//!     let msg = item?;
+//!     if msg.message_type() == "tick" {
+//!         ticks.push(msg.payload()["n"].as_i64().unwrap());
+//!     }
+//! }
+//! assert_eq!(ticks, [0, 1, 2]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod adapter;
+mod channel;
+mod connection;
+mod container;
+mod error;
+mod in_memory_queue;
+mod listener;
+mod message;
+mod queue;
+mod stream;
+
+pub use adapter::{Adapter, MessageAdapter};
+pub use channel::{BroadcastReport, Channel, ChannelBuilder, ChannelStats};
+pub use connection::{Connection, ConnectionsFactory, InMemoryConnectionsFactory};
+pub use container::ChannelContainer;
+pub use error::{BoxError, Error, Result};
+pub use in_memory_queue::InMemoryQueue;
+pub use listener::{Listener, ListenerState, MessageQueueListener};
+pub use message::{
+    MESSAGE_TYPE_CLOSED, MESSAGE_TYPE_END_OF_STREAM, MESSAGE_TYPE_INTERNAL_ERROR, Message,
+    SignedMessage, UniqueMessage,
+};
+pub use queue::{OverflowPolicy, Popped, PushOutcome, Queue, QueueConfig, QueueStats};
+pub use stream::MessageStream;
+
+// Every public handle is shared across tasks and threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Channel>();
+    assert_send_sync::<ChannelContainer>();
+    assert_send_sync::<Connection>();
+    assert_send_sync::<Message>();
+    assert_send_sync::<SignedMessage>();
+    assert_send_sync::<UniqueMessage>();
+    assert_send_sync::<MessageQueueListener>();
+    assert_send_sync::<InMemoryQueue>();
+    assert_send_sync::<MessageStream<MessageAdapter>>();
+    assert_send_sync::<Error>();
+};

@@ -1,0 +1,159 @@
+//! The stream of one listener's messages.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_core::{FusedStream, Stream};
+
+use crate::adapter::Adapter;
+use crate::channel::Channel;
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::queue::Popped;
+
+/// The stream of a listener's messages, adapted by its channel's adapter (what
+/// [`Channel::message_stream`] and [`Channel::watch`] return).
+///
+/// Items are `Ok(adapted message)`, or `Err` for a message the listener's `on_message`
+/// refused (the stream goes on) and for a disconnection (the stream ends). The stream
+/// waits for a push without polling, and ends:
+/// - after yielding a closed or end-of-stream message,
+/// - when its listener is stopped or removed, or its channel removes it for overflowing,
+/// - when a newer stream takes over the same listener.
+///
+/// Dropping it forgets its wakers; a stream from [`Channel::watch`] also removes its
+/// listener.
+#[must_use = "streams do nothing unless polled"]
+pub struct MessageStream<A: Adapter> {
+    channel: Channel<A>,
+    connection: Connection,
+    generation: u64,
+    // A `watch` stream owns its listener and removes it when dropped.
+    owns_listener: bool,
+    done: bool,
+    // The waker last registered, so that dropping the stream can take back exactly it.
+    registered: Option<Waker>,
+}
+
+impl<A: Adapter> MessageStream<A> {
+    pub(crate) fn new(channel: Channel<A>, connection: Connection, owns_listener: bool) -> Self {
+        let generation = connection.new_consumer();
+        MessageStream {
+            channel,
+            connection,
+            generation,
+            owns_listener,
+            done: false,
+            registered: None,
+        }
+    }
+
+    /// The id of the listener this stream reads.
+    pub fn listener_id(&self) -> &str {
+        self.connection.id()
+    }
+
+    /// The channel this stream reads from.
+    pub fn channel(&self) -> &Channel<A> {
+        &self.channel
+    }
+
+    /// Whether something outside the queue ended this stream: removal, stop, takeover.
+    fn cut_off(&self) -> bool {
+        self.connection.is_removed()
+            || self.connection.consumer_generation() != self.generation
+            || !self.connection.listener().is_running()
+    }
+
+    fn finish(&mut self) -> Poll<Option<<Self as Stream>::Item>> {
+        self.done = true;
+        self.forget_wakers();
+        Poll::Ready(None)
+    }
+
+    fn forget_wakers(&mut self) {
+        if let Some(waker) = self.registered.take() {
+            self.connection.queue().detach(&waker);
+            self.connection.listener().state().detach_consumer(&waker);
+        }
+    }
+}
+
+impl<A: Adapter> Stream for MessageStream<A> {
+    type Item = Result<A::Output, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done || this.cut_off() {
+            return this.finish();
+        }
+        let msg = match this.connection.queue().poll_pop(cx) {
+            Poll::Ready(Popped::Message(msg)) => msg,
+            Poll::Ready(Popped::Disconnected { capacity, dropped }) => {
+                this.done = true;
+                this.forget_wakers();
+                return Poll::Ready(Some(Err(Error::ListenerDisconnected {
+                    listener_id: this.listener_id().to_owned(),
+                    capacity,
+                    dropped,
+                })));
+            }
+            Poll::Pending => {
+                // Also wait for a stop, removal or takeover; check again after
+                // registering so that one landing in between is not missed.
+                let listener = this.connection.listener();
+                listener.state().register_consumer(cx.waker());
+                if this
+                    .registered
+                    .as_ref()
+                    .is_none_or(|waker| !waker.will_wake(cx.waker()))
+                {
+                    this.registered = Some(cx.waker().clone());
+                }
+                if this.cut_off() {
+                    return this.finish();
+                }
+                return Poll::Pending;
+            }
+        };
+        let listener = this.connection.listener();
+        if let Err(source) = listener.on_message(&msg) {
+            return Poll::Ready(Some(Err(Error::Listener {
+                listener_id: listener.id().to_owned(),
+                message_type: msg.message_type().to_owned(),
+                source,
+            })));
+        }
+        if msg.ends_stream() {
+            this.done = true;
+            this.forget_wakers();
+        }
+        Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg))))
+    }
+}
+
+impl<A: Adapter> FusedStream for MessageStream<A> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<A: Adapter> Drop for MessageStream<A> {
+    fn drop(&mut self) {
+        self.forget_wakers();
+        if self.owns_listener && self.channel.remove_if_same(&self.connection) {
+            self.connection.mark_removed();
+        }
+    }
+}
+
+impl<A: Adapter> fmt::Debug for MessageStream<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("channel_id", &self.channel.id())
+            .field("listener_id", &self.listener_id())
+            .field("done", &self.done)
+            .finish()
+    }
+}

@@ -1,0 +1,18 @@
+//! eric: async messaging in the Server-Sent Events model.
+//!
+//! This umbrella crate re-exports eric's crates; pick features for the parts you use.
+//! [`core`] (channels, listeners, queues) is always there, and its main types are
+//! re-exported at the root.
+//!
+//! ```
+//! use eric::{Channel, Message};
+//!
+//! let channel = Channel::default();
+//! let listener = channel.add_listener()?;
+//! channel.broadcast(Message::new("hello", "world"))?;
+//! assert_eq!(channel.queue_stats(listener.id())?.len, 1);
+//! # Ok::<(), eric::Error>(())
+//! ```
+
+pub use eric_core as core;
+pub use eric_core::*;
