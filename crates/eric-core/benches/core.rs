@@ -1,2 +1,358 @@
-//! Placeholder until the broadcast benchmark lands.
-fn main() {}
+//! eric-core's benchmark: broadcast enqueue and broadcast + drain next to a raw
+//! reference measured in the same run, idle CPU of waiting streams, and memory per idle
+//! listener.
+//!
+//! `cargo bench -p eric-core --bench core [-- enqueue|drain|idle|memory ...]`
+//!
+//! The machine is shared and noisy: each figure is the median of many short samples,
+//! eric's and the reference's interleaved, and the ratio is what to compare across runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use eric_core::{Channel, Message, MessageAdapter};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// Counts live heap bytes and allocations, to measure memory per listener exactly.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
+
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The reference's message: what eric's `Message` holds, behind one `Arc`.
+#[allow(dead_code)]
+struct RawMessage {
+    message_type: String,
+    payload: Value,
+}
+
+const SIZES: [usize; 3] = [10, 1_000, 100_000];
+const SAMPLE_BUDGET: Duration = Duration::from_millis(1500);
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Broadcasts per sample: enough deliveries to time, few enough to stay in memory.
+fn broadcasts_per_sample(listeners: usize) -> usize {
+    (200_000 / listeners).clamp(2, 256)
+}
+
+fn payload() -> Value {
+    json!({"text": "hello, listeners", "n": 42})
+}
+
+fn bench_enqueue() {
+    println!(
+        "\n## broadcast enqueue (ns per listener-delivery, median; ratio = reference time / eric time)\n"
+    );
+    println!(
+        "| listeners | reference ns | eric ns | eric M deliveries/s | ratio (target >= 0.5) |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for listeners in SIZES {
+        let per_sample = broadcasts_per_sample(listeners);
+        let deliveries = (per_sample * listeners) as f64;
+
+        let mut reference: Vec<VecDeque<Arc<RawMessage>>> =
+            (0..listeners).map(|_| VecDeque::new()).collect();
+        let raw = Arc::new(RawMessage {
+            message_type: "news".into(),
+            payload: payload(),
+        });
+
+        let channel = Channel::default();
+        let ids: Vec<_> = (0..listeners)
+            .map(|_| channel.add_listener().unwrap())
+            .collect();
+        let connections = channel.get_connections();
+        let msg = Message::new("news", payload());
+
+        let (mut ref_ns, mut eric_ns) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while start.elapsed() < SAMPLE_BUDGET || ref_ns.len() < 5 {
+            let t = Instant::now();
+            for _ in 0..per_sample {
+                for queue in reference.iter_mut() {
+                    queue.push_back(Arc::clone(&raw));
+                }
+            }
+            ref_ns.push(t.elapsed().as_nanos() as f64 / deliveries);
+            black_box(&reference);
+            reference.iter_mut().for_each(VecDeque::clear);
+
+            let t = Instant::now();
+            for _ in 0..per_sample {
+                black_box(channel.broadcast(msg.clone()).unwrap());
+            }
+            eric_ns.push(t.elapsed().as_nanos() as f64 / deliveries);
+            for connection in &connections {
+                while connection.queue().pop().is_some() {}
+            }
+        }
+        let (r, e) = (median(ref_ns), median(eric_ns));
+        println!(
+            "| {listeners} | {r:.1} | {e:.1} | {:.1} | {:.2} |",
+            1e3 / e,
+            r / e
+        );
+        drop(ids);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Broadcasts `per_sample` messages to `listeners` streams, each read by its own tokio
+/// task; returns the time until every task has read every message.
+async fn broadcast_and_drain(channel: &Channel, listeners: usize, per_sample: usize) -> Duration {
+    let done = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(tokio::sync::Notify::new());
+    let mut ids = Vec::with_capacity(listeners);
+    for _ in 0..listeners {
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        let (done, all_done) = (Arc::clone(&done), Arc::clone(&all_done));
+        tokio::spawn(async move {
+            for _ in 0..per_sample {
+                black_box(stream.next().await.unwrap().unwrap());
+            }
+            if done.fetch_add(1, Ordering::AcqRel) + 1 == listeners {
+                all_done.notify_one();
+            }
+        });
+        ids.push(listener);
+    }
+    // Let every reader reach its first wait.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let msg = Message::new("news", payload());
+    let start = Instant::now();
+    for _ in 0..per_sample {
+        channel.broadcast(msg.clone()).unwrap();
+    }
+    all_done.notified().await;
+    let elapsed = start.elapsed();
+    for listener in ids {
+        channel.remove_listener(listener.id()).unwrap();
+    }
+    elapsed
+}
+
+fn bench_drain() {
+    println!(
+        "\n## broadcast + drain through message_stream (one tokio task per listener, 2 worker threads)\n"
+    );
+    println!(
+        "Reference: the same fan-out into `Vec<VecDeque<Arc<_>>>` and a drain loop popping every queue, one thread, no wake-ups.\n"
+    );
+    println!(
+        "| listeners | msgs/listener | reference M deliveries/s | eric M deliveries/s | ratio | target |"
+    );
+    println!("|---:|---:|---:|---:|---:|---|");
+    let rt = runtime();
+    for listeners in SIZES {
+        let per_sample = broadcasts_per_sample(listeners);
+        let deliveries = (per_sample * listeners) as f64;
+        let raw = Arc::new(RawMessage {
+            message_type: "news".into(),
+            payload: payload(),
+        });
+        let mut reference: Vec<VecDeque<Arc<RawMessage>>> =
+            (0..listeners).map(|_| VecDeque::new()).collect();
+        let channel: Channel<MessageAdapter> = Channel::default();
+        let (mut ref_rate, mut eric_rate) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while start.elapsed() < SAMPLE_BUDGET * 2 || ref_rate.len() < 5 {
+            let t = Instant::now();
+            for _ in 0..per_sample {
+                for queue in reference.iter_mut() {
+                    queue.push_back(Arc::clone(&raw));
+                }
+            }
+            for queue in reference.iter_mut() {
+                while let Some(m) = queue.pop_front() {
+                    black_box(m);
+                }
+            }
+            ref_rate.push(deliveries / t.elapsed().as_secs_f64() / 1e6);
+
+            let elapsed = rt.block_on(broadcast_and_drain(&channel, listeners, per_sample));
+            eric_rate.push(deliveries / elapsed.as_secs_f64() / 1e6);
+        }
+        let (r, e) = (median(ref_rate), median(eric_rate));
+        let target = if listeners == 1_000 { ">= 10 M/s" } else { "" };
+        println!(
+            "| {listeners} | {per_sample} | {r:.1} | {e:.1} | {:.2} | {target} |",
+            e / r
+        );
+    }
+}
+
+/// CPU time of this process so far (all threads), from the scheduler's own accounting.
+fn process_cpu_time() -> Duration {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+fn bench_idle() {
+    const STREAMS: usize = 1_000;
+    const IDLE: Duration = Duration::from_secs(5);
+    println!("\n## idle cost: {STREAMS} open streams waiting for {IDLE:?}\n");
+    let rt = runtime();
+    let channel: Channel<MessageAdapter> = Channel::default();
+    let received = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        for _ in 0..STREAMS {
+            let mut stream = channel.watch().unwrap();
+            let received = Arc::clone(&received);
+            tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    item.unwrap();
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Prove the streams are live: one broadcast reaches all of them.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        channel.broadcast(Message::of_type("hello")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    assert_eq!(received.load(Ordering::Relaxed), STREAMS);
+
+    // Reference: the same process, doing nothing, for the same time.
+    let before = process_cpu_time();
+    let wall = Instant::now();
+    rt.block_on(async { tokio::time::sleep(IDLE).await });
+    let cpu = process_cpu_time() - before;
+    let share = cpu.as_secs_f64() / wall.elapsed().as_secs_f64() * 100.0;
+    println!("| streams | wall | CPU used (all threads) | share of one core | target |");
+    println!("|---:|---:|---:|---:|---|");
+    println!(
+        "| {STREAMS} | {:.2} s | {:.3} ms | {share:.4} % | < 1 % |",
+        wall.elapsed().as_secs_f64(),
+        cpu.as_secs_f64() * 1e3
+    );
+    channel.close();
+}
+
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn bench_memory() {
+    const LISTENERS: usize = 100_000;
+    println!("\n## memory per idle in-memory listener ({LISTENERS} listeners)\n");
+    println!(
+        "| what | heap bytes per listener | allocations per listener | RSS growth per listener | target |"
+    );
+    println!("|---|---:|---:|---:|---|");
+
+    let channel: Channel<MessageAdapter> = Channel::default();
+    // The benchmark's own Vec of handles is allocated up front, outside the measurement.
+    let mut listeners = Vec::with_capacity(LISTENERS);
+    let (bytes0, allocs0, rss0) = (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_ALLOCS.load(Ordering::Relaxed),
+        rss_bytes(),
+    );
+    for _ in 0..LISTENERS {
+        listeners.push(channel.add_listener().unwrap());
+    }
+    let bytes = (LIVE_BYTES.load(Ordering::Relaxed) - bytes0) as f64 / LISTENERS as f64;
+    let allocs = (LIVE_ALLOCS.load(Ordering::Relaxed) - allocs0) as f64 / LISTENERS as f64;
+    let rss = (rss_bytes().saturating_sub(rss0)) as f64 / LISTENERS as f64;
+    println!(
+        "| registered listener (queue empty) | {bytes:.0} | {allocs:.1} | {rss:.0} | <= 512 |"
+    );
+
+    let rt = runtime();
+    let (bytes1, rss1) = (LIVE_BYTES.load(Ordering::Relaxed), rss_bytes());
+    rt.block_on(async {
+        for listener in &listeners {
+            let mut stream = channel.message_stream(listener.id()).unwrap();
+            tokio::spawn(async move { while stream.next().await.is_some() {} });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let stream_bytes = (LIVE_BYTES.load(Ordering::Relaxed) - bytes1) as f64 / LISTENERS as f64;
+    let stream_rss = (rss_bytes().saturating_sub(rss1)) as f64 / LISTENERS as f64;
+    println!(
+        "| + an open stream read by a waiting tokio task | +{stream_bytes:.0} | | +{stream_rss:.0} | (task memory is tokio's) |"
+    );
+    channel.close();
+}
+
+fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    println!(
+        "# eric-core benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if run("enqueue") {
+        bench_enqueue();
+    }
+    if run("drain") {
+        bench_drain();
+    }
+    if run("idle") {
+        bench_idle();
+    }
+    if run("memory") {
+        bench_memory();
+    }
+}
