@@ -75,12 +75,13 @@ fn payload() -> Value {
 
 fn bench_enqueue() {
     println!(
-        "\n## broadcast enqueue (ns per listener-delivery, median; ratio = reference time / eric time)\n"
+        "\n## broadcast enqueue, and enqueue + drain on one thread (ns per listener-delivery, median)\n"
     );
+    println!("ratio = reference time / eric time: above 1, eric is faster.\n");
     println!(
-        "| listeners | reference ns | eric ns | eric M deliveries/s | ratio (target >= 0.5) |"
+        "| listeners | reference enqueue ns | eric enqueue ns | ratio (target >= 0.5) | reference enqueue+drain ns | eric broadcast+deliver_next ns | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for listeners in SIZES {
         let per_sample = broadcasts_per_sample(listeners);
         let deliveries = (per_sample * listeners) as f64;
@@ -93,45 +94,71 @@ fn bench_enqueue() {
         });
 
         let channel = Channel::default();
-        let ids: Vec<_> = (0..listeners)
-            .map(|_| channel.add_listener().unwrap())
+        let listener_ids: Vec<String> = (0..listeners)
+            .map(|_| {
+                let listener = channel.add_listener().unwrap();
+                listener.start();
+                listener.id().to_owned()
+            })
             .collect();
-        let connections = channel.get_connections();
         let msg = Message::new("news", payload());
+        let drain_eric = || {
+            for id in &listener_ids {
+                while let Ok(m) = channel.deliver_next(id) {
+                    black_box(m);
+                }
+            }
+        };
 
-        let (mut ref_ns, mut eric_ns) = (Vec::new(), Vec::new());
+        let (mut ref_enq, mut eric_enq, mut ref_all, mut eric_all) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let start = Instant::now();
-        while start.elapsed() < SAMPLE_BUDGET || ref_ns.len() < 5 {
+        while start.elapsed() < SAMPLE_BUDGET || ref_enq.len() < 5 {
             let t = Instant::now();
             for _ in 0..per_sample {
                 for queue in reference.iter_mut() {
                     queue.push_back(Arc::clone(&raw));
                 }
             }
-            ref_ns.push(t.elapsed().as_nanos() as f64 / deliveries);
-            black_box(&reference);
-            reference.iter_mut().for_each(VecDeque::clear);
+            let enqueued = t.elapsed();
+            for queue in reference.iter_mut() {
+                while let Some(m) = queue.pop_front() {
+                    black_box(m);
+                }
+            }
+            ref_enq.push(enqueued.as_nanos() as f64 / deliveries);
+            ref_all.push(t.elapsed().as_nanos() as f64 / deliveries);
 
             let t = Instant::now();
             for _ in 0..per_sample {
                 black_box(channel.broadcast(msg.clone()).unwrap());
             }
-            eric_ns.push(t.elapsed().as_nanos() as f64 / deliveries);
-            for connection in &connections {
-                while connection.queue().pop().is_some() {}
-            }
+            let enqueued = t.elapsed();
+            drain_eric();
+            eric_enq.push(enqueued.as_nanos() as f64 / deliveries);
+            eric_all.push(t.elapsed().as_nanos() as f64 / deliveries);
         }
-        let (r, e) = (median(ref_ns), median(eric_ns));
-        println!(
-            "| {listeners} | {r:.1} | {e:.1} | {:.1} | {:.2} |",
-            1e3 / e,
-            r / e
+        let (re, ee, ra, ea) = (
+            median(ref_enq),
+            median(eric_enq),
+            median(ref_all),
+            median(eric_all),
         );
-        drop(ids);
+        println!(
+            "| {listeners} | {re:.2} | {ee:.3} | {:.1} | {ra:.1} | {ea:.1} | {:.2} |",
+            re / ee,
+            ra / ea
+        );
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var_os("ERIC_BENCH_CURRENT_THREAD").is_some() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -6,11 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::adapter::{Adapter, MessageAdapter};
-use crate::connection::{Connection, ConnectionsFactory, InMemoryConnectionsFactory};
+use crate::connection::{
+    Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory, Next,
+};
 use crate::error::{Error, Result, validate_id};
 use crate::listener::{Listener, MessageQueueListener};
+use crate::log::BroadcastLog;
 use crate::message::Message;
-use crate::queue::{OverflowPolicy, PushOutcome, QueueConfig, QueueStats};
+use crate::queue::{OverflowPolicy, PushOutcome, QueueConfig, QueueEntry, QueueStats};
 use crate::stream::MessageStream;
 
 /// A channel: listeners, each with its own FIFO queue, and the adapter that shapes what
@@ -52,8 +55,13 @@ struct Shared<A> {
     factory: Arc<dyn ConnectionsFactory>,
     queue_config: QueueConfig,
     connections: RwLock<HashMap<Arc<str>, Connection>>,
-    // Broadcasts take this so that every listener sees them in the same order.
+    // One copy of each broadcast, read by every listener at its own cursor.
+    log: BroadcastLog,
+    // Serializes appends to the log with their overflow checks, and with `close`.
     broadcast_order: Mutex<()>,
+    // No listener's cursor is below this: a lower bound that spares bounded channels a
+    // scan of every listener on each broadcast.
+    position_floor: AtomicU64,
     closed: AtomicBool,
     dropped: AtomicU64,
     rejected: AtomicU64,
@@ -78,11 +86,12 @@ impl Default for Channel<MessageAdapter> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BroadcastReport {
-    /// Listeners whose queue took the message.
+    /// The broadcast's sequence number in the channel: 0 for the first, then 1, 2, ...
+    pub seq: u64,
+    /// Listeners registered when it was made: each will read it.
     pub delivered: usize,
-    /// Of those, how many dropped their oldest message to make room.
-    pub dropped_oldest: usize,
-    /// Listeners disconnected by this broadcast for overflowing their queue.
+    /// Listeners disconnected by this broadcast for falling too far behind
+    /// ([`OverflowPolicy::Disconnect`]).
     pub disconnected: Vec<String>,
 }
 
@@ -172,7 +181,9 @@ impl ChannelBuilder {
                 factory,
                 queue_config,
                 connections: RwLock::default(),
+                log: BroadcastLog::new(queue_config.capacity()),
                 broadcast_order: Mutex::default(),
+                position_floor: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
@@ -241,6 +252,7 @@ impl<A: Adapter> Channel<A> {
                 listener_id: id.to_string(),
             });
         }
+        connection.attach(&self.shared.log);
         connections.insert(Arc::clone(id), connection);
         Ok(())
     }
@@ -281,17 +293,15 @@ impl<A: Adapter> Channel<A> {
 
     /// Enqueues `msg` for one listener (eric-sse's `dispatch`).
     pub fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
-        let (connection, outcome) = {
-            let connections = self.read();
-            self.ensure_open()?;
-            let connection = connections
-                .get(listener_id)
-                .ok_or_else(|| Error::invalid_listener(listener_id))?;
-            // Pushed under the read lock, so `close` cannot slip in between the check
-            // and the push and leave this message behind the end-of-stream marker.
-            (connection.clone(), connection.queue().push(msg.into()))
+        let connection = self.get_connection(listener_id)?;
+        self.ensure_open()?;
+        let entry = QueueEntry {
+            message: msg.into(),
+            // Read after the closed check: `close` sets the flag before appending its
+            // marker, so an entry stamped past the marker is refused, not stranded.
+            broadcasts_before: self.shared.log.head(),
         };
-        match outcome {
+        match connection.queue().push(entry) {
             PushOutcome::Enqueued => Ok(()),
             PushOutcome::DroppedOldest => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +315,7 @@ impl<A: Adapter> Channel<A> {
                 })
             }
             PushOutcome::Disconnected { capacity, dropped } => {
-                self.disconnect(&connection, dropped);
+                self.disconnect(&connection, Disconnection { capacity, dropped });
                 Err(Error::ListenerDisconnected {
                     listener_id: listener_id.to_owned(),
                     capacity,
@@ -315,64 +325,120 @@ impl<A: Adapter> Channel<A> {
         }
     }
 
-    /// Enqueues `msg` for every listener (eric-sse's `broadcast`). All listeners see
-    /// broadcasts in the same order; the payload is shared, not copied.
+    /// Sends `msg` to every listener (eric-sse's `broadcast`): one copy goes into the
+    /// channel's broadcast log, which each listener reads at its own pace, so the cost
+    /// does not grow with the number of listeners. All listeners see broadcasts in the
+    /// same order.
     ///
-    /// Under [`OverflowPolicy::Reject`], full queues refuse the message and the others
-    /// take it: the result is then [`Error::BroadcastRejected`] naming the refusers.
+    /// On a bounded channel with [`OverflowPolicy::Reject`], if any listener already
+    /// has `capacity` unread broadcasts the message reaches nobody and the result is
+    /// [`Error::BroadcastRejected`] naming them; retrying later is safe.
     pub fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
         let msg = msg.into();
-        let mut report = BroadcastReport::default();
-        let mut rejected = Vec::new();
-        let mut disconnected = Vec::new();
-        {
-            let _order = self
-                .shared
-                .broadcast_order
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let connections = self.read();
-            self.ensure_open()?;
-            for connection in connections.values() {
-                match connection.queue().push(msg.clone()) {
-                    PushOutcome::Enqueued => report.delivered += 1,
-                    PushOutcome::DroppedOldest => {
-                        report.delivered += 1;
-                        report.dropped_oldest += 1;
-                    }
-                    PushOutcome::Rejected { .. } => rejected.push(connection.id().to_owned()),
-                    PushOutcome::Disconnected { dropped, .. } => {
-                        disconnected.push((connection.clone(), dropped));
-                    }
+        let _order = self
+            .shared
+            .broadcast_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.ensure_open()?;
+        let window = self.shared.log.window();
+        let policy = self.shared.queue_config.overflow();
+        if let (Some(window), OverflowPolicy::Reject) = (window, policy) {
+            let full = self.behind(window);
+            if !full.is_empty() {
+                full.iter().for_each(Connection::count_rejected_broadcast);
+                self.shared
+                    .rejected
+                    .fetch_add(full.len() as u64, Ordering::Relaxed);
+                return Err(Error::BroadcastRejected {
+                    channel_id: self.id().to_owned(),
+                    rejected: full.iter().map(|c| c.id().to_owned()).collect(),
+                    delivered: 0,
+                });
+            }
+        }
+        let seq = self.shared.log.append(msg);
+        let mut report = BroadcastReport {
+            seq,
+            delivered: self.listener_count(),
+            disconnected: Vec::new(),
+        };
+        if let (Some(window), OverflowPolicy::Disconnect) = (window, policy) {
+            for connection in self.behind(window + 1) {
+                let dropped = self.shared.log.head() - connection.position();
+                let capacity = window as usize;
+                if self.disconnect(&connection, Disconnection { capacity, dropped }) {
+                    report.disconnected.push(connection.id().to_owned());
                 }
             }
         }
-        if report.dropped_oldest > 0 {
-            self.shared
-                .dropped
-                .fetch_add(report.dropped_oldest as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Listeners with at least `lag` unread broadcasts after the next one; scans them
+    /// all only when the cached floor says one might be.
+    fn behind(&self, lag: u64) -> Vec<Connection> {
+        let head = self.shared.log.head() + 1;
+        if head.saturating_sub(self.shared.position_floor.load(Ordering::Acquire)) <= lag {
+            return Vec::new();
         }
-        for (connection, dropped) in disconnected {
-            self.disconnect(&connection, dropped);
-            report.disconnected.push(connection.id().to_owned());
+        let connections = self.read();
+        let mut floor = head;
+        let mut behind = Vec::new();
+        for connection in connections.values() {
+            let position = connection.position();
+            floor = floor.min(position);
+            if head - position > lag {
+                behind.push(connection.clone());
+            }
         }
-        if rejected.is_empty() {
-            Ok(report)
-        } else {
-            self.shared
-                .rejected
-                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-            Err(Error::BroadcastRejected {
-                channel_id: self.id().to_owned(),
-                rejected,
-                delivered: report.delivered,
-            })
+        self.shared.position_floor.store(floor, Ordering::Release);
+        behind
+    }
+
+    /// The next message for `connection` in FIFO order, applying the overflow policy
+    /// to a listener that fell out of the broadcast window.
+    pub(crate) fn next_for(&self, connection: &Connection) -> Result<Option<Message>> {
+        loop {
+            if let Some(d) = connection.disconnection() {
+                return Err(Error::ListenerDisconnected {
+                    listener_id: connection.id().to_owned(),
+                    capacity: d.capacity,
+                    dropped: d.dropped,
+                });
+            }
+            match connection.next(&self.shared.log) {
+                Next::Message(msg) => return Ok(Some(msg)),
+                Next::Empty => return Ok(None),
+                Next::Lagged { missed } => match self.shared.queue_config.overflow() {
+                    OverflowPolicy::Disconnect => {
+                        let capacity = self.shared.queue_config.capacity().unwrap_or(0);
+                        let disconnection = Disconnection {
+                            capacity,
+                            dropped: missed,
+                        };
+                        // Reported by the check at the top of the loop.
+                        self.disconnect(connection, disconnection);
+                        connection.mark_disconnected(disconnection);
+                    }
+                    // Reject never lets a listener fall out of the window; if one did,
+                    // skipping and counting is the loss-free answer left.
+                    _ => {
+                        connection.skip(missed);
+                        self.shared.dropped.fetch_add(missed, Ordering::Relaxed);
+                    }
+                },
+            }
         }
     }
 
+    pub(crate) fn log(&self) -> &BroadcastLog {
+        &self.shared.log
+    }
+
     /// Takes the listener's next message and runs its `on_message` hook (eric-sse's
-    /// `deliver_next`); [`Error::NoMessages`] if its queue is empty,
-    /// [`Error::ListenerStopped`] if it is stopped.
+    /// `deliver_next`); [`Error::NoMessages`] if it has none, [`Error::ListenerStopped`]
+    /// if it is stopped.
     pub fn deliver_next(&self, listener_id: &str) -> Result<Message> {
         let connection = self.get_connection(listener_id)?;
         let listener = connection.listener();
@@ -381,9 +447,11 @@ impl<A: Adapter> Channel<A> {
                 listener_id: listener_id.to_owned(),
             });
         }
-        let msg = connection.queue().pop().ok_or_else(|| Error::NoMessages {
-            listener_id: listener_id.to_owned(),
-        })?;
+        let msg = self
+            .next_for(&connection)?
+            .ok_or_else(|| Error::NoMessages {
+                listener_id: listener_id.to_owned(),
+            })?;
         listener
             .on_message(&msg)
             .map_err(|source| Error::Listener {
@@ -414,10 +482,10 @@ impl<A: Adapter> Channel<A> {
         Ok(MessageStream::new(self.clone(), connection, true))
     }
 
-    /// Closes the channel (eric-sse's `notify_end`): every listener gets the closed
-    /// message after what it already has queued, so every stream ends once drained;
-    /// later dispatches, broadcasts and registrations fail with
-    /// [`Error::ChannelClosed`]. Closing twice does nothing more.
+    /// Closes the channel (eric-sse's `notify_end`): every listener reads the closed
+    /// message after what it already has, so every stream ends once drained; later
+    /// dispatches, broadcasts and registrations fail with [`Error::ChannelClosed`].
+    /// Closing twice does nothing more.
     #[doc(alias = "notify_end")]
     pub fn close(&self) {
         let _order = self
@@ -425,13 +493,10 @@ impl<A: Adapter> Channel<A> {
             .broadcast_order
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let connections = self.write();
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let closed = Message::closed();
-        for connection in connections.values() {
-            connection.queue().push_final(closed.clone());
+        let _registrations = self.write();
+        if !self.shared.closed.swap(true, Ordering::AcqRel) {
+            // Past any capacity: the end marker must always get through.
+            self.shared.log.append_final(Message::closed());
         }
     }
 
@@ -440,27 +505,60 @@ impl<A: Adapter> Channel<A> {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// The channel's counters.
+    /// The channel's counters. Under [`OverflowPolicy::DropOldest`] this also counts
+    /// the broadcasts that listeners have fallen behind on and will skip.
     pub fn stats(&self) -> ChannelStats {
+        let connections = self.read();
+        let pending: u64 = connections.values().map(|c| self.pending_drops(c)).sum();
         ChannelStats {
-            listeners: self.listener_count(),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            listeners: connections.len(),
+            dropped: self.shared.dropped.load(Ordering::Relaxed) + pending,
             rejected: self.shared.rejected.load(Ordering::Relaxed),
             disconnected: self.shared.disconnected.load(Ordering::Relaxed),
         }
     }
 
-    /// The counters of one listener's queue.
+    /// One listener's counters: its unread messages (broadcasts and dispatches), and
+    /// what it dropped and had refused.
     pub fn queue_stats(&self, listener_id: &str) -> Result<QueueStats> {
-        Ok(self.get_connection(listener_id)?.queue().stats())
+        let connection = self.get_connection(listener_id)?;
+        let queue = connection.queue().stats();
+        let pending = self.pending_drops(&connection);
+        let lag = self.shared.log.head().saturating_sub(connection.position()) - pending;
+        Ok(QueueStats {
+            len: queue.len + lag as usize,
+            dropped: queue.dropped + connection.dropped_broadcasts() + pending,
+            rejected: queue.rejected + connection.rejected_broadcasts(),
+        })
     }
 
-    /// Takes a disconnected listener out of the channel; counts it once.
-    fn disconnect(&self, connection: &Connection, dropped: u64) {
-        if self.remove_if_same(connection) {
-            self.shared.disconnected.fetch_add(1, Ordering::Relaxed);
-            self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+    /// Broadcasts `connection` has fallen behind on beyond the window, not yet skipped.
+    fn pending_drops(&self, connection: &Connection) -> u64 {
+        match (
+            self.shared.log.window(),
+            self.shared.queue_config.overflow(),
+        ) {
+            (Some(window), OverflowPolicy::DropOldest) => self
+                .shared
+                .log
+                .head()
+                .saturating_sub(connection.position())
+                .saturating_sub(window),
+            _ => 0,
         }
+    }
+
+    /// Takes a disconnected listener out of the channel and tells its consumer; counts
+    /// it once, and says whether this call was the one.
+    fn disconnect(&self, connection: &Connection, disconnection: Disconnection) -> bool {
+        let first = self.remove_if_same(connection) && connection.mark_disconnected(disconnection);
+        if first {
+            self.shared.disconnected.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .dropped
+                .fetch_add(disconnection.dropped, Ordering::Relaxed);
+        }
+        first
     }
 
     /// Removes `connection` if it is still the one registered under its id (not a

@@ -1,15 +1,21 @@
-//! Connections (a listener and its queue) and the factories that make them.
+//! Connections (a listener, its queue and its place in the broadcast log) and the
+//! factories that make them.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::error::Result;
 use crate::in_memory_queue::InMemoryQueue;
 use crate::listener::Listener;
+use crate::log::{BroadcastLog, Cursor, Read};
+use crate::message::Message;
 use crate::queue::{Queue, QueueConfig};
 
 /// A listener and its message queue (eric-sse's `Connection`). Cheap to clone.
+///
+/// The queue holds what was dispatched to the listener; broadcasts are read from the
+/// channel's broadcast log at the connection's cursor.
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -22,6 +28,29 @@ struct Inner {
     // Bumped by each new consumer; an older stream that sees a newer number ends, so one
     // listener is read by one stream at a time.
     consumer_generation: AtomicU64,
+    cursor: Mutex<Cursor>,
+    // `cursor.next`, readable without the lock by the channel's overflow scans.
+    position: AtomicU64,
+    disconnection: OnceLock<Disconnection>,
+    dropped_broadcasts: AtomicU64,
+    rejected_broadcasts: AtomicU64,
+}
+
+/// Why and how a listener was disconnected for overflowing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Disconnection {
+    pub(crate) capacity: usize,
+    pub(crate) dropped: u64,
+}
+
+/// What a connection's next read found.
+pub(crate) enum Next {
+    Message(Message),
+    Empty,
+    /// The cursor fell behind the log's window by `missed` broadcasts.
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl Connection {
@@ -33,6 +62,11 @@ impl Connection {
                 queue,
                 removed: AtomicBool::new(false),
                 consumer_generation: AtomicU64::new(0),
+                cursor: Mutex::default(),
+                position: AtomicU64::new(0),
+                disconnection: OnceLock::new(),
+                dropped_broadcasts: AtomicU64::new(0),
+                rejected_broadcasts: AtomicU64::new(0),
             }),
         }
     }
@@ -47,7 +81,7 @@ impl Connection {
         &self.inner.listener
     }
 
-    /// The queue.
+    /// The queue of messages dispatched to the listener.
     pub fn queue(&self) -> &Arc<dyn Queue> {
         &self.inner.queue
     }
@@ -62,9 +96,25 @@ impl Connection {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// A key unique to this connection while it lives.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     pub(crate) fn mark_removed(&self) {
         self.inner.removed.store(true, Ordering::Release);
         self.inner.listener.state().wake_consumer();
+    }
+
+    /// Records a disconnection (once) and wakes the consumer so it reports it.
+    pub(crate) fn mark_disconnected(&self, disconnection: Disconnection) -> bool {
+        let first = self.inner.disconnection.set(disconnection).is_ok();
+        self.inner.listener.state().wake_consumer();
+        first
+    }
+
+    pub(crate) fn disconnection(&self) -> Option<Disconnection> {
+        self.inner.disconnection.get().copied()
     }
 
     /// Makes the caller the listener's one consumer; returns its generation number.
@@ -82,13 +132,83 @@ impl Connection {
     pub(crate) fn consumer_generation(&self) -> u64 {
         self.inner.consumer_generation.load(Ordering::Acquire)
     }
+
+    fn cursor(&self) -> MutexGuard<'_, Cursor> {
+        // A cursor is two plain fields; no panic can leave it half-written.
+        self.inner
+            .cursor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Places the cursor at the log's head: the listener reads broadcasts from now on.
+    pub(crate) fn attach(&self, log: &BroadcastLog) {
+        let cursor = log.cursor_at_head();
+        self.inner.position.store(cursor.next, Ordering::Release);
+        *self.cursor() = cursor;
+    }
+
+    /// The sequence number of the next broadcast this listener reads.
+    pub(crate) fn position(&self) -> u64 {
+        self.inner.position.load(Ordering::Acquire)
+    }
+
+    /// Takes the next message in FIFO order: a dispatch goes before broadcast `n` if it
+    /// was dispatched when at most `n` broadcasts had been made.
+    pub(crate) fn next(&self, log: &BroadcastLog) -> Next {
+        let mut cursor = self.cursor();
+        let dispatched_first = self
+            .inner
+            .queue
+            .peek_broadcasts_before()
+            .is_some_and(|before| before <= cursor.next);
+        if !dispatched_first {
+            match log.peek(&mut cursor) {
+                Read::Message(msg) => {
+                    BroadcastLog::advance(&mut cursor, 1);
+                    self.inner.position.store(cursor.next, Ordering::Release);
+                    return Next::Message(msg);
+                }
+                Read::Lagged { missed } => return Next::Lagged { missed },
+                Read::Empty => {}
+            }
+        }
+        match self.inner.queue.pop() {
+            Some(entry) => Next::Message(entry.message),
+            None => Next::Empty,
+        }
+    }
+
+    /// Skips `missed` broadcasts that fell out of the log's window, counting them.
+    pub(crate) fn skip(&self, missed: u64) {
+        let mut cursor = self.cursor();
+        BroadcastLog::advance(&mut cursor, missed);
+        self.inner.position.store(cursor.next, Ordering::Release);
+        self.inner
+            .dropped_broadcasts
+            .fetch_add(missed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_rejected_broadcast(&self) {
+        self.inner
+            .rejected_broadcasts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped_broadcasts(&self) -> u64 {
+        self.inner.dropped_broadcasts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rejected_broadcasts(&self) -> u64 {
+        self.inner.rejected_broadcasts.load(Ordering::Relaxed)
+    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("id", &self.id())
-            .field("queued", &self.inner.queue.len())
+            .field("dispatched_unread", &self.inner.queue.len())
             .field("running", &self.inner.listener.is_running())
             .field("removed", &self.is_removed())
             .finish()

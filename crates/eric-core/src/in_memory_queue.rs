@@ -1,41 +1,45 @@
 //! The default queue: a `VecDeque` behind a mutex, with the consumer's waker beside it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
-use crate::message::Message;
-use crate::queue::{OverflowPolicy, Popped, PushOutcome, Queue, QueueConfig, QueueStats};
+use crate::queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 
 /// An in-memory FIFO queue (eric-sse's in-memory queue), optionally bounded.
 ///
-/// The waker lives under the same lock as the messages, so a push that finds a waiting
+/// The waker lives under the same lock as the entries, so a push that finds a waiting
 /// consumer wakes it with no extra atomic operation, and a wake-up cannot be lost
 /// between "empty" and "waiting".
 ///
 /// ```
-/// use eric_core::{InMemoryQueue, Message, OverflowPolicy, PushOutcome, Queue, QueueConfig};
+/// use eric_core::{InMemoryQueue, Message, OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry};
 ///
 /// let queue = InMemoryQueue::new(QueueConfig::bounded(1, OverflowPolicy::DropOldest));
-/// assert_eq!(queue.push(Message::of_type("a")), PushOutcome::Enqueued);
-/// assert_eq!(queue.push(Message::of_type("b")), PushOutcome::DroppedOldest);
-/// assert_eq!(queue.pop().unwrap().message_type(), "b");
+/// let entry = |t: &str| QueueEntry { message: Message::of_type(t), broadcasts_before: 0 };
+/// assert_eq!(queue.push(entry("a")), PushOutcome::Enqueued);
+/// assert_eq!(queue.push(entry("b")), PushOutcome::DroppedOldest);
+/// assert_eq!(queue.pop().unwrap().message.message_type(), "b");
 /// assert_eq!(queue.stats().dropped, 1);
 /// ```
 #[derive(Debug)]
 pub struct InMemoryQueue {
     state: Mutex<State>,
+    // `entries.len()`, readable without the lock: a consumer checks it before every
+    // broadcast it reads, and the queue is almost always empty.
+    len: AtomicUsize,
     capacity: usize,
     overflow: OverflowPolicy,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    messages: VecDeque<Message>,
+    entries: VecDeque<QueueEntry>,
     consumer: Option<Waker>,
     dropped: u64,
     rejected: u64,
-    // Set when the queue overflowed under `Disconnect`: the number of messages discarded.
+    // Set when the queue overflowed under `Disconnect`: the number of entries discarded.
     disconnected: Option<u64>,
 }
 
@@ -47,6 +51,7 @@ impl InMemoryQueue {
     pub fn new(config: QueueConfig) -> Self {
         InMemoryQueue {
             state: Mutex::new(State::default()),
+            len: AtomicUsize::new(0),
             capacity: config.capacity().unwrap_or(usize::MAX),
             overflow: config.overflow(),
         }
@@ -71,7 +76,7 @@ impl InMemoryQueue {
                 dropped,
             };
         }
-        if state.messages.len() < self.capacity {
+        if state.entries.len() < self.capacity {
             return PushOutcome::Enqueued;
         }
         match self.overflow {
@@ -82,14 +87,14 @@ impl InMemoryQueue {
                 }
             }
             OverflowPolicy::DropOldest => {
-                state.messages.pop_front();
+                state.entries.pop_front();
                 state.dropped += 1;
                 PushOutcome::DroppedOldest
             }
             OverflowPolicy::Disconnect => {
-                // The queued messages and the one that overflowed are all undeliverable.
-                let dropped = state.messages.len() as u64 + 1;
-                state.messages = VecDeque::new();
+                // The queued entries and the one that overflowed are all undeliverable.
+                let dropped = state.entries.len() as u64 + 1;
+                state.entries = VecDeque::new();
                 state.dropped += dropped;
                 state.disconnected = Some(dropped);
                 PushOutcome::Disconnected {
@@ -98,14 +103,6 @@ impl InMemoryQueue {
                 }
             }
         }
-    }
-
-    fn take_front(state: &mut State) -> Option<Message> {
-        let msg = state.messages.pop_front();
-        if state.messages.is_empty() && state.messages.capacity() > SHRINK_ABOVE {
-            state.messages = VecDeque::new();
-        }
-        msg
     }
 }
 
@@ -116,16 +113,20 @@ impl Default for InMemoryQueue {
 }
 
 impl Queue for InMemoryQueue {
-    fn push(&self, msg: Message) -> PushOutcome {
+    fn push(&self, entry: QueueEntry) -> PushOutcome {
         let mut state = self.lock();
         let outcome = self.make_room(&mut state);
         let waker = match outcome {
             PushOutcome::Enqueued | PushOutcome::DroppedOldest => {
-                state.messages.push_back(msg);
+                state.entries.push_back(entry);
+                self.len.store(state.entries.len(), Ordering::Release);
                 state.consumer.take()
             }
             // The consumer must learn at once that it was cut off.
-            PushOutcome::Disconnected { .. } => state.consumer.take(),
+            PushOutcome::Disconnected { .. } => {
+                self.len.store(0, Ordering::Release);
+                state.consumer.take()
+            }
             PushOutcome::Rejected { .. } => None,
         };
         drop(state);
@@ -136,39 +137,33 @@ impl Queue for InMemoryQueue {
         outcome
     }
 
-    fn push_final(&self, msg: Message) {
-        let waker = {
-            let mut state = self.lock();
-            if state.disconnected.is_none() {
-                state.messages.push_back(msg);
-            }
-            state.consumer.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    fn peek_broadcasts_before(&self) -> Option<u64> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
         }
+        self.lock().entries.front().map(|e| e.broadcasts_before)
     }
 
-    fn pop(&self) -> Option<Message> {
-        Self::take_front(&mut self.lock())
-    }
-
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Popped> {
+    fn pop(&self) -> Option<QueueEntry> {
         let mut state = self.lock();
-        if let Some(msg) = Self::take_front(&mut state) {
-            return Poll::Ready(Popped::Message(msg));
+        let entry = state.entries.pop_front();
+        self.len.store(state.entries.len(), Ordering::Release);
+        if state.entries.is_empty() && state.entries.capacity() > SHRINK_ABOVE {
+            state.entries = VecDeque::new();
         }
-        if let Some(dropped) = state.disconnected {
-            return Poll::Ready(Popped::Disconnected {
-                capacity: self.capacity,
-                dropped,
-            });
+        entry
+    }
+
+    fn register_waker(&self, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if !state.entries.is_empty() {
+            return false;
         }
         match &state.consumer {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.consumer = Some(cx.waker().clone()),
+            Some(registered) if registered.will_wake(waker) => {}
+            _ => state.consumer = Some(waker.clone()),
         }
-        Poll::Pending
+        true
     }
 
     fn detach(&self, waker: &Waker) {
@@ -183,13 +178,13 @@ impl Queue for InMemoryQueue {
     }
 
     fn len(&self) -> usize {
-        self.lock().messages.len()
+        self.len.load(Ordering::Acquire)
     }
 
     fn stats(&self) -> QueueStats {
         let state = self.lock();
         QueueStats {
-            len: state.messages.len(),
+            len: state.entries.len(),
             dropped: state.dropped,
             rejected: state.rejected,
         }

@@ -53,6 +53,7 @@ mod container;
 mod error;
 mod in_memory_queue;
 mod listener;
+mod log;
 mod message;
 mod queue;
 mod stream;
@@ -68,7 +69,7 @@ pub use message::{
     MESSAGE_TYPE_CLOSED, MESSAGE_TYPE_END_OF_STREAM, MESSAGE_TYPE_INTERNAL_ERROR, Message,
     SignedMessage, UniqueMessage,
 };
-pub use queue::{OverflowPolicy, Popped, PushOutcome, Queue, QueueConfig, QueueStats};
+pub use queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 pub use stream::MessageStream;
 
 // Every public handle is shared across tasks and threads.

@@ -1,47 +1,60 @@
 //! The queue seam: a FIFO of messages for one listener, with an overflow policy.
 
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 use crate::message::Message;
 
-/// A listener's FIFO queue (eric-sse's `Queue`).
+/// A listener's own FIFO queue: the messages dispatched to it (eric-sse's `Queue`).
 ///
-/// Every method is synchronous and must not block: a channel calls `push` from inside a
-/// broadcast, on whatever thread the producer runs. Waiting is done through
-/// [`poll_pop`](Queue::poll_pop), which registers the consumer's waker when the queue is
-/// empty; `push` wakes it. There is no polling loop anywhere: an idle consumer costs
-/// nothing.
+/// Broadcasts do not pass through here: a channel keeps one copy of each broadcast in
+/// its broadcast log, and each listener reads the log at its own cursor. Every entry
+/// carries the number of broadcasts made before it was dispatched, so that the channel
+/// interleaves the two in the order they were sent.
+///
+/// Every method is synchronous and must not block: a channel calls `push` on whatever
+/// thread the producer runs. A consumer with nothing to read registers its waker with
+/// [`register_waker`](Queue::register_waker) and `push` wakes it: there is no polling
+/// loop anywhere.
 ///
 /// [`InMemoryQueue`](crate::InMemoryQueue) is the default implementation.
 pub trait Queue: Send + Sync + 'static {
-    /// Appends `msg`, applying the queue's capacity and overflow policy, and wakes the
-    /// consumer if it waits.
-    fn push(&self, msg: Message) -> PushOutcome;
+    /// Appends `entry`, applying the queue's capacity and overflow policy, and wakes
+    /// the registered consumer.
+    fn push(&self, entry: QueueEntry) -> PushOutcome;
 
-    /// Appends the message that ends the stream (the channel-closed marker), regardless
-    /// of capacity, and wakes the consumer.
-    fn push_final(&self, msg: Message);
+    /// The `broadcasts_before` of the next entry, without taking it.
+    fn peek_broadcasts_before(&self) -> Option<u64>;
 
-    /// Takes the next message, or `None` if the queue is empty (or disconnected).
-    fn pop(&self) -> Option<Message>;
+    /// Takes the next entry, or `None` if the queue is empty (or disconnected).
+    fn pop(&self) -> Option<QueueEntry>;
 
-    /// Takes the next message; if there is none, registers `cx`'s waker to be woken by
-    /// the next push and returns `Pending`.
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Popped>;
+    /// Registers `waker` to be woken by the next push, if the queue is empty; returns
+    /// `false` (registering nothing) if it is not.
+    fn register_waker(&self, waker: &Waker) -> bool;
 
     /// Forgets the registered waker if it is `waker` (a consumer going away).
     fn detach(&self, waker: &Waker);
 
-    /// How many messages are queued.
+    /// How many entries are queued.
     fn len(&self) -> usize;
 
-    /// Whether no message is queued.
+    /// Whether no entry is queued.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Counters: queued, dropped, rejected.
     fn stats(&self) -> QueueStats;
+}
+
+/// A dispatched message in a listener's queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueEntry {
+    /// The message.
+    pub message: Message,
+    /// How many broadcasts the channel had made when this was dispatched: it is read
+    /// after those and before any later one.
+    pub broadcasts_before: u64,
 }
 
 /// What a [`Queue::push`] did.
@@ -70,21 +83,6 @@ pub enum PushOutcome {
     },
 }
 
-/// What a [`Queue::poll_pop`] found.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Popped {
-    /// The next message.
-    Message(Message),
-    /// The queue was disconnected for overflowing (see [`PushOutcome::Disconnected`]).
-    Disconnected {
-        /// The queue's capacity.
-        capacity: usize,
-        /// Messages discarded at the disconnection.
-        dropped: u64,
-    },
-}
-
 /// A queue's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -102,11 +100,13 @@ pub struct QueueStats {
 #[non_exhaustive]
 pub enum OverflowPolicy {
     /// Refuse the message: the producer gets a typed error
-    /// ([`Error::QueueFull`](crate::Error::QueueFull) or
-    /// [`Error::BroadcastRejected`](crate::Error::BroadcastRejected)).
+    /// ([`Error::QueueFull`](crate::Error::QueueFull) for a dispatch,
+    /// [`Error::BroadcastRejected`](crate::Error::BroadcastRejected) for a broadcast,
+    /// which then reaches no listener, so that retrying it is safe).
     #[default]
     Reject,
-    /// Make room by dropping the oldest queued message, and count it.
+    /// Make room by dropping the oldest unread message, and count it. A listener that
+    /// falls more than `capacity` broadcasts behind skips the oldest.
     DropOldest,
     /// Disconnect the slow listener: its stream ends with an
     /// [`Error::ListenerDisconnected`](crate::Error::ListenerDisconnected) item and it
@@ -114,8 +114,9 @@ pub enum OverflowPolicy {
     Disconnect,
 }
 
-/// How the queues of a channel's listeners are made: unbounded, or bounded with an
-/// overflow policy.
+/// How much a channel's listeners may have unread: unbounded, or bounded with an
+/// overflow policy. The bound applies to a listener's unread broadcasts and, separately,
+/// to its unread dispatches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueConfig {
     capacity: Option<usize>,

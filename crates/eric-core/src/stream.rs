@@ -10,7 +10,6 @@ use crate::adapter::Adapter;
 use crate::channel::Channel;
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::queue::Popped;
 
 /// The stream of a listener's messages, adapted by its channel's adapter (what
 /// [`Channel::message_stream`] and [`Channel::watch`] return).
@@ -76,7 +75,27 @@ impl<A: Adapter> MessageStream<A> {
         if let Some(waker) = self.registered.take() {
             self.connection.queue().detach(&waker);
             self.connection.listener().state().detach_consumer(&waker);
+            self.channel
+                .log()
+                .remove_waiter(self.connection.key(), &waker);
         }
+    }
+
+    /// Asks to be woken by a broadcast, a dispatch, or a stop, removal or takeover.
+    /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
+    fn register(&mut self, waker: &Waker) -> bool {
+        self.channel
+            .log()
+            .register_waiter(self.connection.key(), waker);
+        self.connection.listener().state().register_consumer(waker);
+        if self
+            .registered
+            .as_ref()
+            .is_none_or(|registered| !registered.will_wake(waker))
+        {
+            self.registered = Some(waker.clone());
+        }
+        self.connection.queue().register_waker(waker)
     }
 }
 
@@ -85,51 +104,44 @@ impl<A: Adapter> Stream for MessageStream<A> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.done || this.cut_off() {
-            return this.finish();
-        }
-        let msg = match this.connection.queue().poll_pop(cx) {
-            Poll::Ready(Popped::Message(msg)) => msg,
-            Poll::Ready(Popped::Disconnected { capacity, dropped }) => {
-                this.done = true;
-                this.forget_wakers();
-                return Poll::Ready(Some(Err(Error::ListenerDisconnected {
-                    listener_id: this.listener_id().to_owned(),
-                    capacity,
-                    dropped,
-                })));
+        let mut registered = false;
+        loop {
+            if this.done || this.cut_off() {
+                return this.finish();
             }
-            Poll::Pending => {
-                // Also wait for a stop, removal or takeover; check again after
-                // registering so that one landing in between is not missed.
-                let listener = this.connection.listener();
-                listener.state().register_consumer(cx.waker());
-                if this
-                    .registered
-                    .as_ref()
-                    .is_none_or(|waker| !waker.will_wake(cx.waker()))
-                {
-                    this.registered = Some(cx.waker().clone());
-                }
-                if this.cut_off() {
+            let msg = match this.channel.next_for(&this.connection) {
+                Ok(Some(msg)) => msg,
+                Ok(None) if this.channel.is_closed() => {
+                    // Past the closed marker (read by an earlier stream): nothing will come.
                     return this.finish();
                 }
-                return Poll::Pending;
+                Ok(None) if registered => return Poll::Pending,
+                Ok(None) => {
+                    // Register, then read once more, so that a message or a stop landing
+                    // in between is not missed.
+                    registered = this.register(cx.waker());
+                    continue;
+                }
+                Err(err) => {
+                    this.done = true;
+                    this.forget_wakers();
+                    return Poll::Ready(Some(Err(err)));
+                }
+            };
+            let listener = this.connection.listener();
+            if let Err(source) = listener.on_message(&msg) {
+                return Poll::Ready(Some(Err(Error::Listener {
+                    listener_id: listener.id().to_owned(),
+                    message_type: msg.message_type().to_owned(),
+                    source,
+                })));
             }
-        };
-        let listener = this.connection.listener();
-        if let Err(source) = listener.on_message(&msg) {
-            return Poll::Ready(Some(Err(Error::Listener {
-                listener_id: listener.id().to_owned(),
-                message_type: msg.message_type().to_owned(),
-                source,
-            })));
+            if msg.ends_stream() {
+                this.done = true;
+                this.forget_wakers();
+            }
+            return Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg))));
         }
-        if msg.ends_stream() {
-            this.done = true;
-            this.forget_wakers();
-        }
-        Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg))))
     }
 }
 

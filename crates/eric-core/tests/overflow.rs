@@ -17,50 +17,85 @@ fn bounded(capacity: usize, policy: OverflowPolicy) -> Channel {
 }
 
 #[test]
-fn reject_refuses_the_message_with_a_typed_error_and_counts_it() {
+fn reject_refuses_the_whole_broadcast_while_a_listener_is_full_and_counts_it() {
     let channel = bounded(2, OverflowPolicy::Reject);
     let slow = channel.add_listener().unwrap();
     let fast = channel.add_listener().unwrap();
+    slow.start();
+    fast.start();
     channel.broadcast(numbered(0)).unwrap();
     channel.broadcast(numbered(1)).unwrap();
-    fast.start();
     channel.deliver_next(fast.id()).unwrap();
 
-    // slow is full, fast has room: fast takes it, slow refuses it.
+    // slow has 2 unread: the broadcast reaches nobody, so retrying it is safe.
     let err = channel.broadcast(numbered(2)).unwrap_err();
     assert!(
-        matches!(&err, Error::BroadcastRejected { rejected, delivered: 1, .. } if rejected == &[slow.id().to_owned()]),
+        matches!(&err, Error::BroadcastRejected { rejected, delivered: 0, .. } if rejected == &[slow.id().to_owned()]),
         "{err}"
     );
+    assert_eq!(channel.deliver_next(fast.id()).unwrap().payload(), 1);
     assert!(matches!(
-        channel.dispatch(slow.id(), numbered(3)),
-        Err(Error::QueueFull { capacity: 2, listener_id }) if listener_id == slow.id()
+        channel.deliver_next(fast.id()),
+        Err(Error::NoMessages { .. })
     ));
 
+    // Dispatches have their own bound.
+    channel.dispatch(slow.id(), numbered(10)).unwrap();
+    channel.dispatch(slow.id(), numbered(11)).unwrap();
+    assert!(matches!(
+        channel.dispatch(slow.id(), numbered(12)),
+        Err(Error::QueueFull { capacity: 2, listener_id }) if listener_id == slow.id()
+    ));
     assert_eq!(channel.stats().rejected, 2);
     assert_eq!(channel.queue_stats(slow.id()).unwrap().rejected, 2);
-    slow.start();
-    // What it had is intact and in order.
-    assert_eq!(channel.deliver_next(slow.id()).unwrap().payload(), 0);
-    assert_eq!(channel.deliver_next(slow.id()).unwrap().payload(), 1);
+    assert_eq!(channel.queue_stats(slow.id()).unwrap().len, 4);
+
+    // Once slow reads, the retry goes through, and nothing was lost or reordered.
+    let slow_order: Vec<_> = (0..2)
+        .map(|_| {
+            channel
+                .deliver_next(slow.id())
+                .unwrap()
+                .payload()
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(slow_order, [0, 1]);
+    channel.broadcast(numbered(2)).unwrap();
+    let rest: Vec<_> = (0..3)
+        .map(|_| {
+            channel
+                .deliver_next(slow.id())
+                .unwrap()
+                .payload()
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        rest,
+        [10, 11, 2],
+        "dispatches sent before broadcast 2 come first"
+    );
 }
 
 #[test]
-fn drop_oldest_makes_room_and_counts_each_drop() {
+fn drop_oldest_keeps_the_newest_and_counts_each_drop() {
     let channel = bounded(3, OverflowPolicy::DropOldest);
     let listener = channel.add_listener().unwrap();
-    let mut dropped_reported = 0;
     for n in 0..10 {
-        dropped_reported += channel.broadcast(numbered(n)).unwrap().dropped_oldest;
+        channel.broadcast(numbered(n)).unwrap();
     }
-    channel.dispatch(listener.id(), numbered(10)).unwrap();
+    channel.dispatch(listener.id(), numbered(100)).unwrap();
 
-    assert_eq!(dropped_reported, 7);
-    assert_eq!(channel.stats().dropped, 8);
+    // Counted before the listener even reads: 7 broadcasts fell out of its window.
+    assert_eq!(channel.stats().dropped, 7);
     let stats = channel.queue_stats(listener.id()).unwrap();
-    assert_eq!((stats.len, stats.dropped), (3, 8));
+    assert_eq!((stats.len, stats.dropped), (4, 7));
+
     listener.start();
-    let kept: Vec<_> = (0..3)
+    let kept: Vec<_> = (0..4)
         .map(|_| {
             channel
                 .deliver_next(listener.id())
@@ -70,7 +105,19 @@ fn drop_oldest_makes_room_and_counts_each_drop() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(kept, [8, 9, 10], "the newest survive, in order");
+    assert_eq!(kept, [7, 8, 9, 100], "the newest survive, in order");
+    assert_eq!(
+        channel.stats().dropped,
+        7,
+        "counted once, not again on reading"
+    );
+
+    // Dispatches beyond capacity push out the oldest dispatch.
+    for n in 0..4 {
+        channel.dispatch(listener.id(), numbered(200 + n)).unwrap();
+    }
+    assert_eq!(channel.stats().dropped, 8);
+    assert_eq!(channel.deliver_next(listener.id()).unwrap().payload(), 201);
 }
 
 #[tokio::test]
@@ -118,8 +165,26 @@ async fn disconnect_ends_the_slow_stream_with_an_error_and_spares_the_others() {
     assert_eq!(fast_stream.next().await.unwrap().unwrap().payload(), 3);
 }
 
+#[tokio::test]
+async fn overflowing_dispatches_disconnect_too() {
+    let channel = bounded(1, OverflowPolicy::Disconnect);
+    let listener = channel.add_listener().unwrap();
+    let mut stream = channel.message_stream(listener.id()).unwrap();
+    channel.dispatch(listener.id(), numbered(0)).unwrap();
+    assert!(matches!(
+        channel.dispatch(listener.id(), numbered(1)),
+        Err(Error::ListenerDisconnected { dropped: 2, .. })
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(Error::ListenerDisconnected { .. }))
+    ));
+    assert!(stream.next().await.is_none());
+    assert_eq!(channel.stats().disconnected, 1);
+}
+
 #[test]
-fn closing_a_full_bounded_channel_still_ends_its_streams() {
+fn closing_a_full_bounded_channel_loses_nothing_and_ends_its_streams() {
     for policy in [
         OverflowPolicy::Reject,
         OverflowPolicy::DropOldest,
@@ -139,5 +204,6 @@ fn closing_a_full_bounded_channel_still_ends_its_streams() {
             channel.deliver_next(listener.id()).unwrap().ends_stream(),
             "{policy:?}"
         );
+        assert_eq!(channel.stats().dropped, 0, "{policy:?}");
     }
 }

@@ -1,0 +1,330 @@
+//! The broadcast log: one copy of each broadcast, read by every listener at its own
+//! cursor. A broadcast costs the same for ten listeners as for a million.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Waker;
+
+use crate::message::Message;
+
+/// Slots per segment: readers take the log's lock once per this many messages.
+const SEGMENT_LEN: u64 = 64;
+
+/// A run of consecutive broadcast slots. A reader holds the segment its cursor is in,
+/// so a segment no reader holds (and the log no longer needs) is freed.
+pub(crate) struct Segment {
+    start: u64,
+    slots: [OnceLock<Message>; SEGMENT_LEN as usize],
+}
+
+impl Segment {
+    fn new(start: u64) -> Arc<Self> {
+        Arc::new(Segment {
+            start,
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        seq >= self.start && seq < self.start + SEGMENT_LEN
+    }
+
+    fn get(&self, seq: u64) -> Option<&Message> {
+        self.slots.get((seq - self.start) as usize)?.get()
+    }
+}
+
+/// What a reader found at its cursor.
+pub(crate) enum Read {
+    /// The broadcast at the cursor.
+    Message(Message),
+    /// Nothing broadcast there yet.
+    Empty,
+    /// The cursor fell out of the log's window: `missed` broadcasts are gone.
+    Lagged { missed: u64 },
+}
+
+/// A listener's place in the log.
+#[derive(Default)]
+pub(crate) struct Cursor {
+    /// Sequence number of the next broadcast to read.
+    pub(crate) next: u64,
+    segment: Option<Arc<Segment>>,
+}
+
+pub(crate) struct BroadcastLog {
+    segments: Mutex<VecDeque<Arc<Segment>>>,
+    /// Sequence number of the next broadcast, i.e. how many there have been. Stored
+    /// after the slot is filled, so a reader that sees `head > n` sees slot `n`.
+    head: AtomicU64,
+    /// Keep at most this many broadcasts (the channel's capacity), `None`: unbounded.
+    window: Option<u64>,
+    /// 1 once the closed marker is in: it never counts against the window, so closing
+    /// pushes nothing out and disconnects nobody.
+    final_slack: AtomicU64,
+    /// Consumers waiting for the next broadcast, by connection.
+    waiters: Mutex<HashMap<usize, Waker>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; the data stays consistent regardless.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl BroadcastLog {
+    pub(crate) fn new(window: Option<usize>) -> Self {
+        BroadcastLog {
+            segments: Mutex::new(VecDeque::from([Segment::new(0)])),
+            head: AtomicU64::new(0),
+            window: window.map(|w| w as u64),
+            final_slack: AtomicU64::new(0),
+            waiters: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// The window, including room for the closed marker once it is in.
+    pub(crate) fn window(&self) -> Option<u64> {
+        self.window
+            .map(|w| w + self.final_slack.load(Ordering::Acquire))
+    }
+
+    /// Appends the stream-ending marker, which fits whatever the window.
+    pub(crate) fn append_final(&self, msg: Message) -> u64 {
+        self.final_slack.store(1, Ordering::Release);
+        self.append(msg)
+    }
+
+    /// Appends `msg` and wakes every waiting consumer. Callers serialize appends.
+    pub(crate) fn append(&self, msg: Message) -> u64 {
+        let seq = self.head.load(Ordering::Relaxed);
+        {
+            let mut segments = lock(&self.segments);
+            let segment = Self::segment_at(&mut segments, seq).unwrap_or_else(|| {
+                // Unreachable: the log never trims at or past its head.
+                let segment = Segment::new(seq - seq % SEGMENT_LEN);
+                segments.clear();
+                segments.push_back(Arc::clone(&segment));
+                segment
+            });
+            let _ = segment.slots[(seq - segment.start) as usize].set(msg);
+            self.head.store(seq + 1, Ordering::Release);
+            if (seq + 1) % SEGMENT_LEN == 0 {
+                self.trim(&mut segments, seq + 1);
+            }
+        }
+        self.wake_waiters();
+        seq
+    }
+
+    /// The segment holding `seq`, creating the next one at the tail; `None` if `seq`
+    /// was trimmed away.
+    fn segment_at(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<Arc<Segment>> {
+        let base = segments
+            .front()
+            .map_or(seq - seq % SEGMENT_LEN, |s| s.start);
+        if seq < base {
+            return None;
+        }
+        let index = ((seq - base) / SEGMENT_LEN) as usize;
+        while segments.len() <= index {
+            let start = base + segments.len() as u64 * SEGMENT_LEN;
+            segments.push_back(Segment::new(start));
+        }
+        segments.get(index).cloned()
+    }
+
+    /// Frees whole segments no reader needs. A bounded log keeps its whole window (a
+    /// reader that lagged skips into it); an unbounded one keeps what some reader still
+    /// holds (every reader holds the segment its cursor is in).
+    fn trim(&self, segments: &mut VecDeque<Arc<Segment>>, head: u64) {
+        let window = self.window();
+        while segments.len() > 1 {
+            let Some(front) = segments.front() else { break };
+            let behind_head = front.start + SEGMENT_LEN <= head;
+            let needed = match window {
+                Some(window) => front.start + SEGMENT_LEN > head.saturating_sub(window),
+                None => Arc::strong_count(front) > 1,
+            };
+            if behind_head && !needed {
+                segments.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// A cursor at the head: it reads broadcasts made from now on.
+    pub(crate) fn cursor_at_head(&self) -> Cursor {
+        let mut segments = lock(&self.segments);
+        let next = self.head();
+        Cursor {
+            next,
+            segment: Self::segment_at(&mut segments, next),
+        }
+    }
+
+    /// Reads the broadcast at `cursor` without moving it.
+    pub(crate) fn peek(&self, cursor: &mut Cursor) -> Read {
+        if let Some(window) = self.window() {
+            let head = self.head();
+            if head - cursor.next > window {
+                return Read::Lagged {
+                    missed: head - window - cursor.next,
+                };
+            }
+        }
+        let holds = cursor
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.contains(cursor.next));
+        if !holds {
+            let mut segments = lock(&self.segments);
+            match Self::segment_at(&mut segments, cursor.next) {
+                Some(segment) => cursor.segment = Some(segment),
+                None => {
+                    let base = segments.front().map_or(cursor.next, |s| s.start);
+                    return Read::Lagged {
+                        missed: base - cursor.next,
+                    };
+                }
+            }
+        }
+        match cursor.segment.as_ref().and_then(|s| s.get(cursor.next)) {
+            Some(msg) => Read::Message(msg.clone()),
+            None => Read::Empty,
+        }
+    }
+
+    /// Moves `cursor` forward by `n` broadcasts.
+    pub(crate) fn advance(cursor: &mut Cursor, n: u64) {
+        cursor.next += n;
+    }
+
+    /// Registers `waker` (keyed by `key`) to be woken by the next broadcast.
+    pub(crate) fn register_waiter(&self, key: usize, waker: &Waker) {
+        let mut waiters = lock(&self.waiters);
+        match waiters.get(&key) {
+            Some(registered) if registered.will_wake(waker) => {}
+            _ => {
+                waiters.insert(key, waker.clone());
+            }
+        }
+    }
+
+    /// Forgets `key`'s waiter if it is `waker` (a consumer going away).
+    pub(crate) fn remove_waiter(&self, key: usize, waker: &Waker) {
+        let stale = {
+            let mut waiters = lock(&self.waiters);
+            match waiters.get(&key) {
+                Some(registered) if registered.will_wake(waker) => waiters.remove(&key),
+                _ => None,
+            }
+        };
+        drop(stale);
+    }
+
+    fn wake_waiters(&self) {
+        let woken: Vec<Waker> = {
+            let mut waiters = lock(&self.waiters);
+            if waiters.is_empty() {
+                return;
+            }
+            waiters.drain().map(|(_, waker)| waker).collect()
+        };
+        // Outside the lock: woken tasks re-register at once on other threads.
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn segments(log: &BroadcastLog) -> usize {
+        lock(&log.segments).len()
+    }
+
+    fn read_all(log: &BroadcastLog, cursor: &mut Cursor) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Read::Message(msg) = log.peek(cursor) {
+            BroadcastLog::advance(cursor, 1);
+            out.push(msg);
+        }
+        out
+    }
+
+    #[test]
+    fn segments_nobody_needs_are_freed() {
+        let log = BroadcastLog::new(None);
+        let mut reader = log.cursor_at_head();
+        for n in 0..10_000u64 {
+            log.append(Message::new("n", n));
+            if n % 100 == 0 {
+                read_all(&log, &mut reader);
+            }
+        }
+        assert!(segments(&log) <= 4, "{} segments kept", segments(&log));
+    }
+
+    #[test]
+    fn an_unbounded_log_keeps_what_a_slow_reader_has_not_read() {
+        let log = BroadcastLog::new(None);
+        let mut slow = log.cursor_at_head();
+        for n in 0..1_000u64 {
+            log.append(Message::new("n", n));
+        }
+        assert!(segments(&log) >= 1_000 / SEGMENT_LEN as usize);
+        let got = read_all(&log, &mut slow);
+        assert_eq!(got.len(), 1_000);
+        assert!(got.iter().enumerate().all(|(i, m)| m.payload() == i as u64));
+        log.append(Message::of_type("trim"));
+        for _ in 0..SEGMENT_LEN {
+            log.append(Message::of_type("more"));
+        }
+        read_all(&log, &mut slow);
+        assert!(segments(&log) <= 3);
+    }
+
+    #[test]
+    fn a_bounded_log_keeps_its_window_whatever_readers_do() {
+        let log = BroadcastLog::new(Some(100));
+        let mut stalled = log.cursor_at_head();
+        for n in 0..10_000u64 {
+            log.append(Message::new("n", n));
+        }
+        // The window (100) plus the segment in progress and one the cut falls into.
+        assert!(segments(&log) <= 100 / SEGMENT_LEN as usize + 3);
+        match log.peek(&mut stalled) {
+            Read::Lagged { missed } => assert_eq!(missed, 10_000 - 100),
+            _ => panic!("a stalled reader must learn it lagged"),
+        }
+        BroadcastLog::advance(&mut stalled, 10_000 - 100);
+        let got = read_all(&log, &mut stalled);
+        assert_eq!(
+            got.len(),
+            100,
+            "first {:?} next {}",
+            got.first(),
+            stalled.next
+        );
+        assert_eq!(got[0].payload(), 9_900);
+    }
+
+    #[test]
+    fn the_final_marker_fits_a_full_window() {
+        let log = BroadcastLog::new(Some(2));
+        let mut reader = log.cursor_at_head();
+        log.append(Message::of_type("a"));
+        log.append(Message::of_type("b"));
+        log.append_final(Message::closed());
+        let got = read_all(&log, &mut reader);
+        assert_eq!(got.len(), 3);
+    }
+}
