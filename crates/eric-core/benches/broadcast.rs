@@ -2,7 +2,7 @@
 //! reference measured in the same run, idle CPU of waiting streams, and memory per idle
 //! listener.
 //!
-//! `cargo bench -p eric-core --bench core [-- enqueue|drain|idle|memory ...]`
+//! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|idle|memory ...]`
 //!
 //! The machine is shared and noisy: each figure is the median of many short samples,
 //! eric's and the reference's interleaved, and the ratio is what to compare across runs.
