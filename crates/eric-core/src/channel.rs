@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::adapter::{Adapter, MessageAdapter};
@@ -63,6 +63,8 @@ struct Shared<A> {
     // scan of every listener on each broadcast.
     position_floor: AtomicU64,
     closed: AtomicBool,
+    // The map's length, readable without its lock (every broadcast reports it).
+    listener_count: AtomicUsize,
     dropped: AtomicU64,
     rejected: AtomicU64,
     disconnected: AtomicU64,
@@ -185,6 +187,7 @@ impl ChannelBuilder {
                 broadcast_order: Mutex::default(),
                 position_floor: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                listener_count: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 disconnected: AtomicU64::new(0),
@@ -254,16 +257,23 @@ impl<A: Adapter> Channel<A> {
         }
         connection.attach(&self.shared.log);
         connections.insert(Arc::clone(id), connection);
+        self.shared
+            .listener_count
+            .store(connections.len(), Ordering::Release);
         Ok(())
     }
 
     /// Removes a listener and returns its connection, with whatever it had not read
     /// still in its queue; its open stream ends.
     pub fn remove_listener(&self, listener_id: &str) -> Result<Connection> {
-        let connection = self
-            .write()
-            .remove(listener_id)
-            .ok_or_else(|| Error::invalid_listener(listener_id))?;
+        let connection = {
+            let mut connections = self.write();
+            let removed = connections.remove(listener_id);
+            self.shared
+                .listener_count
+                .store(connections.len(), Ordering::Release);
+            removed.ok_or_else(|| Error::invalid_listener(listener_id))?
+        };
         connection.mark_removed();
         Ok(connection)
     }
@@ -288,7 +298,7 @@ impl<A: Adapter> Channel<A> {
 
     /// How many listeners are registered.
     pub fn listener_count(&self) -> usize {
-        self.read().len()
+        self.shared.listener_count.load(Ordering::Acquire)
     }
 
     /// Enqueues `msg` for one listener (eric-sse's `dispatch`).
@@ -570,6 +580,9 @@ impl<A: Adapter> Channel<A> {
             .is_some_and(|registered| registered.same_as(connection));
         if same {
             connections.remove(connection.id());
+            self.shared
+                .listener_count
+                .store(connections.len(), Ordering::Release);
         }
         same
     }

@@ -54,7 +54,8 @@ pub(crate) struct Cursor {
 }
 
 pub(crate) struct BroadcastLog {
-    segments: Mutex<VecDeque<Arc<Segment>>>,
+    // Segments and waiters share one lock: an append takes it once for both.
+    state: Mutex<LogState>,
     /// Sequence number of the next broadcast, i.e. how many there have been. Stored
     /// after the slot is filled, so a reader that sees `head > n` sees slot `n`.
     head: AtomicU64,
@@ -63,8 +64,13 @@ pub(crate) struct BroadcastLog {
     /// 1 once the closed marker is in: it never counts against the window, so closing
     /// pushes nothing out and disconnects nobody.
     final_slack: AtomicU64,
+}
+
+#[derive(Default)]
+struct LogState {
+    segments: VecDeque<Arc<Segment>>,
     /// Consumers waiting for the next broadcast, by connection.
-    waiters: Mutex<HashMap<usize, Waker>>,
+    waiters: HashMap<usize, Waker>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,11 +81,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl BroadcastLog {
     pub(crate) fn new(window: Option<usize>) -> Self {
         BroadcastLog {
-            segments: Mutex::new(VecDeque::from([Segment::new(0)])),
+            state: Mutex::new(LogState {
+                segments: VecDeque::from([Segment::new(0)]),
+                waiters: HashMap::new(),
+            }),
             head: AtomicU64::new(0),
             window: window.map(|w| w as u64),
             final_slack: AtomicU64::new(0),
-            waiters: Mutex::default(),
         }
     }
 
@@ -102,28 +110,34 @@ impl BroadcastLog {
     /// Appends `msg` and wakes every waiting consumer. Callers serialize appends.
     pub(crate) fn append(&self, msg: Message) -> u64 {
         let seq = self.head.load(Ordering::Relaxed);
-        {
-            let mut segments = lock(&self.segments);
-            let segment = Self::segment_at(&mut segments, seq).unwrap_or_else(|| {
-                // Unreachable: the log never trims at or past its head.
-                let segment = Segment::new(seq - seq % SEGMENT_LEN);
-                segments.clear();
-                segments.push_back(Arc::clone(&segment));
-                segment
-            });
-            let _ = segment.slots[(seq - segment.start) as usize].set(msg);
+        let woken = {
+            let mut state = lock(&self.state);
+            let index = Self::index_of(&mut state.segments, seq);
+            if let Some(segment) = index.and_then(|i| state.segments.get(i)) {
+                let _ = segment.slots[(seq - segment.start) as usize].set(msg);
+            }
+            // Published after the slot: a reader that sees the new head sees the slot.
             self.head.store(seq + 1, Ordering::Release);
             if (seq + 1) % SEGMENT_LEN == 0 {
-                self.trim(&mut segments, seq + 1);
+                self.trim(&mut state.segments, seq + 1);
             }
-        }
-        self.wake_waiters();
+            if state.waiters.is_empty() {
+                return seq;
+            }
+            state
+                .waiters
+                .drain()
+                .map(|(_, waker)| waker)
+                .collect::<Vec<_>>()
+        };
+        // Outside the lock: woken tasks re-register at once on other threads.
+        woken.into_iter().for_each(Waker::wake);
         seq
     }
 
-    /// The segment holding `seq`, creating the next one at the tail; `None` if `seq`
-    /// was trimmed away.
-    fn segment_at(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<Arc<Segment>> {
+    /// The index of the segment holding `seq`, creating segments up to it at the tail;
+    /// `None` if `seq` was trimmed away (never the case for the head).
+    fn index_of(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<usize> {
         let base = segments
             .front()
             .map_or(seq - seq % SEGMENT_LEN, |s| s.start);
@@ -135,6 +149,12 @@ impl BroadcastLog {
             let start = base + segments.len() as u64 * SEGMENT_LEN;
             segments.push_back(Segment::new(start));
         }
+        Some(index)
+    }
+
+    /// The segment holding `seq` (see [`Self::index_of`]).
+    fn segment_at(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<Arc<Segment>> {
+        let index = Self::index_of(segments, seq)?;
         segments.get(index).cloned()
     }
 
@@ -160,11 +180,11 @@ impl BroadcastLog {
 
     /// A cursor at the head: it reads broadcasts made from now on.
     pub(crate) fn cursor_at_head(&self) -> Cursor {
-        let mut segments = lock(&self.segments);
+        let mut state = lock(&self.state);
         let next = self.head();
         Cursor {
             next,
-            segment: Self::segment_at(&mut segments, next),
+            segment: Self::segment_at(&mut state.segments, next),
         }
     }
 
@@ -183,11 +203,11 @@ impl BroadcastLog {
             .as_ref()
             .is_some_and(|s| s.contains(cursor.next));
         if !holds {
-            let mut segments = lock(&self.segments);
-            match Self::segment_at(&mut segments, cursor.next) {
+            let mut state = lock(&self.state);
+            match Self::segment_at(&mut state.segments, cursor.next) {
                 Some(segment) => cursor.segment = Some(segment),
                 None => {
-                    let base = segments.front().map_or(cursor.next, |s| s.start);
+                    let base = state.segments.front().map_or(cursor.next, |s| s.start);
                     return Read::Lagged {
                         missed: base - cursor.next,
                     };
@@ -207,7 +227,7 @@ impl BroadcastLog {
 
     /// Registers `waker` (keyed by `key`) to be woken by the next broadcast.
     pub(crate) fn register_waiter(&self, key: usize, waker: &Waker) {
-        let mut waiters = lock(&self.waiters);
+        let waiters = &mut lock(&self.state).waiters;
         match waiters.get(&key) {
             Some(registered) if registered.will_wake(waker) => {}
             _ => {
@@ -219,25 +239,13 @@ impl BroadcastLog {
     /// Forgets `key`'s waiter if it is `waker` (a consumer going away).
     pub(crate) fn remove_waiter(&self, key: usize, waker: &Waker) {
         let stale = {
-            let mut waiters = lock(&self.waiters);
+            let waiters = &mut lock(&self.state).waiters;
             match waiters.get(&key) {
                 Some(registered) if registered.will_wake(waker) => waiters.remove(&key),
                 _ => None,
             }
         };
         drop(stale);
-    }
-
-    fn wake_waiters(&self) {
-        let woken: Vec<Waker> = {
-            let mut waiters = lock(&self.waiters);
-            if waiters.is_empty() {
-                return;
-            }
-            waiters.drain().map(|(_, waker)| waker).collect()
-        };
-        // Outside the lock: woken tasks re-register at once on other threads.
-        woken.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -248,7 +256,7 @@ mod tests {
     use super::*;
 
     fn segments(log: &BroadcastLog) -> usize {
-        lock(&log.segments).len()
+        lock(&log.state).segments.len()
     }
 
     fn read_all(log: &BroadcastLog, cursor: &mut Cursor) -> Vec<Message> {
