@@ -71,18 +71,3 @@ pub use message::{
 };
 pub use queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 pub use stream::MessageStream;
-
-// Every public handle is shared across tasks and threads.
-const _: () = {
-    const fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Channel>();
-    assert_send_sync::<ChannelContainer>();
-    assert_send_sync::<Connection>();
-    assert_send_sync::<Message>();
-    assert_send_sync::<SignedMessage>();
-    assert_send_sync::<UniqueMessage>();
-    assert_send_sync::<MessageQueueListener>();
-    assert_send_sync::<InMemoryQueue>();
-    assert_send_sync::<MessageStream<MessageAdapter>>();
-    assert_send_sync::<Error>();
-};

@@ -6,7 +6,7 @@ mod support;
 
 use eric_core::{Channel, Error, Message, MessageAdapter, OverflowPolicy};
 use futures_util::StreamExt;
-use support::numbered;
+use support::{numbered, read_numbers};
 
 fn bounded(capacity: usize, policy: OverflowPolicy) -> Channel {
     Channel::builder()
@@ -51,28 +51,10 @@ fn reject_refuses_the_whole_broadcast_while_a_listener_is_full_and_counts_it() {
     assert_eq!(channel.queue_stats(slow.id()).unwrap().len, 4);
 
     // Once slow reads, the retry goes through, and nothing was lost or reordered.
-    let slow_order: Vec<_> = (0..2)
-        .map(|_| {
-            channel
-                .deliver_next(slow.id())
-                .unwrap()
-                .payload()
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let slow_order = read_numbers(&channel, slow.id(), 2);
     assert_eq!(slow_order, [0, 1]);
     channel.broadcast(numbered(2)).unwrap();
-    let rest: Vec<_> = (0..3)
-        .map(|_| {
-            channel
-                .deliver_next(slow.id())
-                .unwrap()
-                .payload()
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let rest = read_numbers(&channel, slow.id(), 3);
     assert_eq!(
         rest,
         [10, 11, 2],
@@ -95,16 +77,7 @@ fn drop_oldest_keeps_the_newest_and_counts_each_drop() {
     assert_eq!((stats.len, stats.dropped), (4, 7));
 
     listener.start();
-    let kept: Vec<_> = (0..4)
-        .map(|_| {
-            channel
-                .deliver_next(listener.id())
-                .unwrap()
-                .payload()
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let kept = read_numbers(&channel, listener.id(), 4);
     assert_eq!(kept, [7, 8, 9, 100], "the newest survive, in order");
     assert_eq!(
         channel.stats().dropped,

@@ -60,3 +60,18 @@ pub async fn types_until_end(stream: &mut MessageStream<eric_core::MessageAdapte
 pub fn numbered(n: u64) -> Message {
     Message::new("t", n)
 }
+
+/// Reads `n` messages from `listener_id` with `deliver_next`, keeping their numeric
+/// payloads.
+pub fn read_numbers(channel: &eric_core::Channel, listener_id: &str, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            channel
+                .deliver_next(listener_id)
+                .unwrap()
+                .payload()
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
