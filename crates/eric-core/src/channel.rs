@@ -304,12 +304,14 @@ impl<A: Adapter> Channel<A> {
     /// Enqueues `msg` for one listener (eric-sse's `dispatch`).
     pub fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
         let connection = self.get_connection(listener_id)?;
+        // Stamp first, check second: `close` sets its flag before appending the closed
+        // marker, so a stamp that lands past the marker is always refused here rather
+        // than queued behind the end of the stream.
+        let broadcasts_before = self.shared.log.head();
         self.ensure_open()?;
         let entry = QueueEntry {
             message: msg.into(),
-            // Read after the closed check: `close` sets the flag before appending its
-            // marker, so an entry stamped past the marker is refused, not stranded.
-            broadcasts_before: self.shared.log.head(),
+            broadcasts_before,
         };
         match connection.queue().push(entry) {
             PushOutcome::Enqueued => Ok(()),
@@ -354,7 +356,8 @@ impl<A: Adapter> Channel<A> {
         let window = self.shared.log.window();
         let policy = self.shared.queue_config.overflow();
         if let (Some(window), OverflowPolicy::Reject) = (window, policy) {
-            let full = self.behind(window);
+            // Full: would hold more than `window` unread once this one is appended.
+            let full = self.lagging(self.shared.log.head() + 1, window);
             if !full.is_empty() {
                 full.iter().for_each(Connection::count_rejected_broadcast);
                 self.shared
@@ -374,10 +377,9 @@ impl<A: Adapter> Channel<A> {
             disconnected: Vec::new(),
         };
         if let (Some(window), OverflowPolicy::Disconnect) = (window, policy) {
-            for connection in self.behind(window + 1) {
-                let dropped = self.shared.log.head() - connection.position();
-                let capacity = window as usize;
-                if self.disconnect(&connection, Disconnection { capacity, dropped }) {
+            for connection in self.lagging(self.shared.log.head(), window) {
+                let disconnection = self.disconnection_of(&connection);
+                if self.disconnect(&connection, disconnection) {
                     report.disconnected.push(connection.id().to_owned());
                 }
             }
@@ -385,25 +387,34 @@ impl<A: Adapter> Channel<A> {
         Ok(report)
     }
 
-    /// Listeners with at least `lag` unread broadcasts after the next one; scans them
-    /// all only when the cached floor says one might be.
-    fn behind(&self, lag: u64) -> Vec<Connection> {
-        let head = self.shared.log.head() + 1;
-        if head.saturating_sub(self.shared.position_floor.load(Ordering::Acquire)) <= lag {
+    /// Listeners with more than `limit` unread broadcasts when the log's head is
+    /// `head`; scans them all only when the cached floor says one might be.
+    fn lagging(&self, head: u64, limit: u64) -> Vec<Connection> {
+        let floor = self.shared.position_floor.load(Ordering::Acquire);
+        if head.saturating_sub(floor) <= limit {
             return Vec::new();
         }
         let connections = self.read();
         let mut floor = head;
-        let mut behind = Vec::new();
+        let mut lagging = Vec::new();
         for connection in connections.values() {
             let position = connection.position();
             floor = floor.min(position);
-            if head - position > lag {
-                behind.push(connection.clone());
+            if head.saturating_sub(position) > limit {
+                lagging.push(connection.clone());
             }
         }
         self.shared.position_floor.store(floor, Ordering::Release);
-        behind
+        lagging
+    }
+
+    /// A disconnection of `connection` now: everything it had unread is dropped.
+    fn disconnection_of(&self, connection: &Connection) -> Disconnection {
+        let unread_broadcasts = self.shared.log.head().saturating_sub(connection.position());
+        Disconnection {
+            capacity: self.shared.queue_config.capacity().unwrap_or(0),
+            dropped: unread_broadcasts + connection.queue().len() as u64,
+        }
     }
 
     /// The next message for `connection` in FIFO order, applying the overflow policy
@@ -422,11 +433,7 @@ impl<A: Adapter> Channel<A> {
                 Next::Empty => return Ok(None),
                 Next::Lagged { missed } => match self.shared.queue_config.overflow() {
                     OverflowPolicy::Disconnect => {
-                        let capacity = self.shared.queue_config.capacity().unwrap_or(0);
-                        let disconnection = Disconnection {
-                            capacity,
-                            dropped: missed,
-                        };
+                        let disconnection = self.disconnection_of(connection);
                         // Reported by the check at the top of the loop.
                         self.disconnect(connection, disconnection);
                         connection.mark_disconnected(disconnection);

@@ -190,3 +190,59 @@ async fn watch_streams_opened_and_dropped_concurrently_leave_no_listener() {
     }
     assert_eq!(channel.listener_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatches_racing_close_are_refused_or_delivered_never_lost() {
+    for _ in 0..20 {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        let producers: Vec<_> = (0..2)
+            .map(|producer| {
+                let channel = channel.clone();
+                let id = listener.id().to_owned();
+                thread::spawn(move || {
+                    let mut accepted = Vec::new();
+                    for seq in 0..2_000u64 {
+                        match channel.dispatch(&id, message(producer, seq)) {
+                            Ok(()) => accepted.push((producer as u64, seq)),
+                            Err(eric_core::Error::ChannelClosed { .. }) => break,
+                            Err(other) => panic!("unexpected {other}"),
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        thread::yield_now();
+        channel.close();
+        let mut accepted: Vec<(u64, u64)> = producers
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect();
+
+        let mut read = Vec::new();
+        while let Some(item) = stream.next().await {
+            let msg = item.unwrap();
+            if !msg.ends_stream() {
+                read.push(msg);
+            }
+        }
+        // A dispatch that raced the close may sit after the marker's read: still there.
+        while let Ok(msg) = channel.deliver_next(listener.id()) {
+            read.push(msg);
+        }
+        let mut read: Vec<(u64, u64)> = read
+            .iter()
+            .map(|m| {
+                (
+                    m.payload()["producer"].as_u64().unwrap(),
+                    m.payload()["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        accepted.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(read, accepted, "an accepted dispatch was lost");
+    }
+}
