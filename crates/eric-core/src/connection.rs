@@ -157,25 +157,28 @@ impl Connection {
     /// was dispatched when at most `n` broadcasts had been made.
     pub(crate) fn next(&self, log: &BroadcastLog) -> Next {
         let mut cursor = self.cursor();
-        let dispatched_first = self
-            .inner
-            .queue
-            .peek_broadcasts_before()
-            .is_some_and(|before| before <= cursor.next);
-        if !dispatched_first {
-            match log.peek(&mut cursor) {
-                Read::Message(msg) => {
+        loop {
+            // The log first, the queue second: seeing a broadcast (an acquire) makes
+            // visible every dispatch its producer pushed before it, so none is missed.
+            let read = log.peek(&mut cursor);
+            let dispatched = self.inner.queue.peek_broadcasts_before();
+            match (read, dispatched) {
+                (_, Some(before)) if before <= cursor.next => {
+                    if let Some(entry) = self.inner.queue.pop() {
+                        return Next::Message(entry.message);
+                    }
+                }
+                (Read::Message(msg), _) => {
                     BroadcastLog::advance(&mut cursor, 1);
                     self.inner.position.store(cursor.next, Ordering::Release);
                     return Next::Message(msg);
                 }
-                Read::Lagged { missed } => return Next::Lagged { missed },
-                Read::Empty => {}
+                (Read::Lagged { missed }, _) => return Next::Lagged { missed },
+                (Read::Empty, None) => return Next::Empty,
+                // A dispatch stamped after a broadcast this reader has not seen yet: that
+                // broadcast is in the log now (it was, for the dispatcher); read it first.
+                (Read::Empty, Some(_)) => {}
             }
-        }
-        match self.inner.queue.pop() {
-            Some(entry) => Next::Message(entry.message),
-            None => Next::Empty,
         }
     }
 
