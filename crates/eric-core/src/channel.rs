@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::adapter::{Adapter, MessageAdapter};
 use crate::connection::{
@@ -63,6 +63,8 @@ struct Shared<A> {
     // scan of every listener on each broadcast.
     position_floor: AtomicU64,
     closed: AtomicBool,
+    // The closed marker's sequence number, once it is in the log.
+    closed_at: OnceLock<u64>,
     // The map's length, readable without its lock (every broadcast reports it).
     listener_count: AtomicUsize,
     dropped: AtomicU64,
@@ -187,6 +189,7 @@ impl ChannelBuilder {
                 broadcast_order: Mutex::default(),
                 position_floor: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                closed_at: OnceLock::new(),
                 listener_count: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
@@ -449,6 +452,14 @@ impl<A: Adapter> Channel<A> {
         }
     }
 
+    /// Whether `connection` has read past the closed marker: nothing more can come.
+    pub(crate) fn read_past_close(&self, connection: &Connection) -> bool {
+        self.shared
+            .closed_at
+            .get()
+            .is_some_and(|&seq| connection.position() > seq)
+    }
+
     pub(crate) fn log(&self) -> &BroadcastLog {
         &self.shared.log
     }
@@ -513,7 +524,8 @@ impl<A: Adapter> Channel<A> {
         let _registrations = self.write();
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             // Past any capacity: the end marker must always get through.
-            self.shared.log.append_final(Message::closed());
+            let seq = self.shared.log.append_final(Message::closed());
+            let _ = self.shared.closed_at.set(seq);
         }
     }
 

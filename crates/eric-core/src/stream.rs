@@ -111,8 +111,8 @@ impl<A: Adapter> Stream for MessageStream<A> {
             }
             let msg = match this.channel.next_for(&this.connection) {
                 Ok(Some(msg)) => msg,
-                Ok(None) if this.channel.is_closed() => {
-                    // Past the closed marker (read by an earlier stream): nothing will come.
+                Ok(None) if this.channel.read_past_close(&this.connection) => {
+                    // An earlier stream read the closed marker: nothing more will come.
                     return this.finish();
                 }
                 Ok(None) if registered => return Poll::Pending,

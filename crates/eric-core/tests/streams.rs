@@ -246,3 +246,14 @@ async fn a_stream_waits_for_a_late_message_without_timers() {
         "an hour later"
     );
 }
+
+#[tokio::test]
+async fn a_stream_reopened_after_the_closed_marker_ends_at_once() {
+    let channel = Channel::default();
+    let listener = channel.add_listener().unwrap();
+    channel.close();
+    let mut first = channel.message_stream(listener.id()).unwrap();
+    assert_eq!(types_until_end(&mut first).await, [MESSAGE_TYPE_CLOSED]);
+    let mut again = channel.message_stream(listener.id()).unwrap();
+    assert!(again.next().await.is_none());
+}
