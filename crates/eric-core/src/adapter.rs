@@ -7,17 +7,38 @@ use crate::message::Message;
 /// Any `Fn(&Message) -> T` is an adapter:
 ///
 /// ```
-/// use eric_core::{Adapter, Message};
+/// use eric_core::{Adapter, Delivery, Message};
 ///
 /// let upper = |msg: &Message| msg.message_type().to_uppercase();
-/// assert_eq!(upper.adapt(&Message::of_type("ping")), "PING");
+/// assert_eq!(upper.adapt(&Message::of_type("ping"), &Delivery::default()), "PING");
 /// ```
 pub trait Adapter: Send + Sync + 'static {
     /// What streams yield.
     type Output: Send + 'static;
 
-    /// Adapts one message.
-    fn adapt(&self, msg: &Message) -> Self::Output;
+    /// Adapts one message, delivered as `delivery` says.
+    fn adapt(&self, msg: &Message, delivery: &Delivery) -> Self::Output;
+}
+
+/// How a message reached its listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The broadcast's sequence number in its channel (0, 1, 2, ...), or `None` for a
+    /// message dispatched to this listener alone. SSE uses it as the event id.
+    pub seq: Option<u64>,
+}
+
+impl Delivery {
+    /// A delivery of broadcast number `seq`.
+    pub fn broadcast(seq: u64) -> Self {
+        Delivery { seq: Some(seq) }
+    }
+
+    /// A delivery of a dispatched message.
+    pub fn dispatched() -> Self {
+        Delivery { seq: None }
+    }
 }
 
 /// The identity adapter: streams yield the messages themselves.
@@ -27,7 +48,7 @@ pub struct MessageAdapter;
 impl Adapter for MessageAdapter {
     type Output = Message;
 
-    fn adapt(&self, msg: &Message) -> Message {
+    fn adapt(&self, msg: &Message, _delivery: &Delivery) -> Message {
         msg.clone()
     }
 }
@@ -39,7 +60,7 @@ where
 {
     type Output = T;
 
-    fn adapt(&self, msg: &Message) -> T {
+    fn adapt(&self, msg: &Message, _delivery: &Delivery) -> T {
         self(msg)
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::adapter::{Adapter, MessageAdapter};
+use crate::adapter::{Adapter, Delivery, MessageAdapter};
 use crate::connection::{
     Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory, Next,
 };
@@ -133,6 +133,7 @@ pub struct ChannelBuilder {
     id: Option<String>,
     capacity: Option<usize>,
     overflow: OverflowPolicy,
+    replay: usize,
     factory: Option<Arc<dyn ConnectionsFactory>>,
 }
 
@@ -152,6 +153,14 @@ impl ChannelBuilder {
     /// What a full queue does with one more message (default: reject it).
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
+        self
+    }
+
+    /// Keeps at least the last `broadcasts` broadcasts (rounded up to whole segments of
+    /// 64) so that a listener can resume where it left off ([`Channel::watch_from`],
+    /// [`Channel::message_stream_from`]). Default 0: only what listeners still need.
+    pub fn replay(mut self, broadcasts: usize) -> Self {
+        self.replay = broadcasts;
         self
     }
 
@@ -185,7 +194,7 @@ impl ChannelBuilder {
                 factory,
                 queue_config,
                 connections: RwLock::default(),
-                log: BroadcastLog::new(queue_config.capacity()),
+                log: BroadcastLog::new(queue_config.capacity(), self.replay),
                 broadcast_order: Mutex::default(),
                 position_floor: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
@@ -422,7 +431,7 @@ impl<A: Adapter> Channel<A> {
 
     /// The next message for `connection` in FIFO order, applying the overflow policy
     /// to a listener that fell out of the broadcast window.
-    pub(crate) fn next_for(&self, connection: &Connection) -> Result<Option<Message>> {
+    pub(crate) fn next_for(&self, connection: &Connection) -> Result<Option<(Message, Delivery)>> {
         loop {
             if let Some(d) = connection.disconnection() {
                 return Err(Error::ListenerDisconnected {
@@ -432,7 +441,7 @@ impl<A: Adapter> Channel<A> {
                 });
             }
             match connection.next(&self.shared.log) {
-                Next::Message(msg) => return Ok(Some(msg)),
+                Next::Message(msg, delivery) => return Ok(Some((msg, delivery))),
                 Next::Empty => return Ok(None),
                 Next::Lagged { missed } => match self.shared.queue_config.overflow() {
                     OverflowPolicy::Disconnect => {
@@ -475,7 +484,7 @@ impl<A: Adapter> Channel<A> {
                 listener_id: listener_id.to_owned(),
             });
         }
-        let msg = self
+        let (msg, _) = self
             .next_for(&connection)?
             .ok_or_else(|| Error::NoMessages {
                 listener_id: listener_id.to_owned(),
@@ -501,6 +510,21 @@ impl<A: Adapter> Channel<A> {
         Ok(MessageStream::new(self.clone(), connection, false))
     }
 
+    /// Like [`message_stream`](Self::message_stream), but first moves the listener
+    /// back (or forward) to broadcast `seq`: what a reconnecting client asks for when
+    /// the last broadcast it received was `seq - 1`. Broadcasts the listener had taken
+    /// but the client never got are read again; dispatches are not.
+    /// [`Error::ReplayUnavailable`] if the channel no longer keeps `seq` (see
+    /// [`ChannelBuilder::replay`]) or has not reached it.
+    pub fn message_stream_from(&self, listener_id: &str, seq: u64) -> Result<MessageStream<A>> {
+        let connection = self.get_connection(listener_id)?;
+        connection
+            .reposition(&self.shared.log, seq)
+            .map_err(|oldest| self.replay_unavailable(seq, oldest))?;
+        connection.listener().start();
+        Ok(MessageStream::new(self.clone(), connection, false))
+    }
+
     /// Adds a listener and returns its stream; dropping the stream removes the listener.
     /// What a browser's `EventSource` wants: subscribe and stream in one step.
     pub fn watch(&self) -> Result<MessageStream<A>> {
@@ -508,6 +532,32 @@ impl<A: Adapter> Channel<A> {
         let connection = self.get_connection(listener.id())?;
         listener.start();
         Ok(MessageStream::new(self.clone(), connection, true))
+    }
+
+    /// Like [`watch`](Self::watch), starting at broadcast `seq` (replaying what was
+    /// broadcast since); [`Error::ReplayUnavailable`], and no listener added, if the
+    /// channel no longer keeps `seq` or has not reached it.
+    pub fn watch_from(&self, seq: u64) -> Result<MessageStream<A>> {
+        let stream = self.watch()?;
+        match stream.connection().reposition(&self.shared.log, seq) {
+            Ok(()) => Ok(stream),
+            // Dropping the stream removes the listener it added.
+            Err(oldest) => Err(self.replay_unavailable(seq, oldest)),
+        }
+    }
+
+    /// The sequence number the next broadcast will get.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.log.head()
+    }
+
+    fn replay_unavailable(&self, requested: u64, oldest: u64) -> Error {
+        Error::ReplayUnavailable {
+            channel_id: self.id().to_owned(),
+            requested,
+            oldest,
+            head: self.shared.log.head(),
+        }
     }
 
     /// Closes the channel (eric-sse's `notify_end`): every listener reads the closed

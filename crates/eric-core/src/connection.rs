@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use crate::adapter::Delivery;
 use crate::error::Result;
 use crate::in_memory_queue::InMemoryQueue;
 use crate::listener::Listener;
@@ -45,7 +46,7 @@ pub(crate) struct Disconnection {
 
 /// What a connection's next read found.
 pub(crate) enum Next {
-    Message(Message),
+    Message(Message, Delivery),
     Empty,
     /// The cursor fell behind the log's window by `missed` broadcasts.
     Lagged {
@@ -148,6 +149,15 @@ impl Connection {
         *self.cursor() = cursor;
     }
 
+    /// Moves the cursor to `seq`, if the log still holds it; else the oldest it holds.
+    pub(crate) fn reposition(&self, log: &BroadcastLog, seq: u64) -> Result<(), u64> {
+        let cursor = log.cursor_at(seq)?;
+        let mut current = self.cursor();
+        self.inner.position.store(cursor.next, Ordering::Release);
+        *current = cursor;
+        Ok(())
+    }
+
     /// The sequence number of the next broadcast this listener reads.
     pub(crate) fn position(&self) -> u64 {
         self.inner.position.load(Ordering::Acquire)
@@ -165,13 +175,14 @@ impl Connection {
             match (read, dispatched) {
                 (_, Some(before)) if before <= cursor.next => {
                     if let Some(entry) = self.inner.queue.pop() {
-                        return Next::Message(entry.message);
+                        return Next::Message(entry.message, Delivery::dispatched());
                     }
                 }
                 (Read::Message(msg), _) => {
+                    let delivery = Delivery::broadcast(cursor.next);
                     BroadcastLog::advance(&mut cursor, 1);
                     self.inner.position.store(cursor.next, Ordering::Release);
-                    return Next::Message(msg);
+                    return Next::Message(msg, delivery);
                 }
                 (Read::Lagged { missed }, _) => return Next::Lagged { missed },
                 (Read::Empty, None) => return Next::Empty,

@@ -102,6 +102,21 @@ pub enum Error {
         /// The closed channel.
         channel_id: String,
     },
+    /// A stream asked to resume at a broadcast the channel no longer keeps (or has not
+    /// made yet).
+    #[error(
+        "channel {channel_id:?} cannot replay from broadcast {requested}: it keeps {oldest} to {head} (exclusive)"
+    )]
+    ReplayUnavailable {
+        /// The channel.
+        channel_id: String,
+        /// The sequence number asked for.
+        requested: u64,
+        /// The oldest sequence number the channel still keeps.
+        oldest: u64,
+        /// The next sequence number the channel will use.
+        head: u64,
+    },
     /// A listener's `on_message` hook failed for a message; the stream goes on.
     #[error("listener {listener_id:?} failed on a message of type {message_type:?}: {source}")]
     Listener {

@@ -58,7 +58,7 @@ mod message;
 mod queue;
 mod stream;
 
-pub use adapter::{Adapter, MessageAdapter};
+pub use adapter::{Adapter, Delivery, MessageAdapter};
 pub use channel::{BroadcastReport, Channel, ChannelBuilder, ChannelStats};
 pub use connection::{Connection, ConnectionsFactory, InMemoryConnectionsFactory};
 pub use container::ChannelContainer;

@@ -61,6 +61,8 @@ pub(crate) struct BroadcastLog {
     head: AtomicU64,
     /// Keep at most this many broadcasts (the channel's capacity), `None`: unbounded.
     window: Option<u64>,
+    /// Keep at least this many recent broadcasts for readers that resume (replay).
+    retain: u64,
     /// 1 once the closed marker is in: it never counts against the window, so closing
     /// pushes nothing out and disconnects nobody.
     final_slack: AtomicU64,
@@ -79,7 +81,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BroadcastLog {
-    pub(crate) fn new(window: Option<usize>) -> Self {
+    pub(crate) fn new(window: Option<usize>, retain: usize) -> Self {
         BroadcastLog {
             state: Mutex::new(LogState {
                 segments: VecDeque::from([Segment::new(0)]),
@@ -87,6 +89,7 @@ impl BroadcastLog {
             }),
             head: AtomicU64::new(0),
             window: window.map(|w| w as u64),
+            retain: retain as u64,
             final_slack: AtomicU64::new(0),
         }
     }
@@ -160,22 +163,41 @@ impl BroadcastLog {
 
     /// Frees whole segments no reader needs. A bounded log keeps its whole window (a
     /// reader that lagged skips into it); an unbounded one keeps what some reader still
-    /// holds (every reader holds the segment its cursor is in).
+    /// holds (every reader holds the segment its cursor is in); both keep the last
+    /// `retain` broadcasts for readers that resume.
     fn trim(&self, segments: &mut VecDeque<Arc<Segment>>, head: u64) {
         let window = self.window();
+        let keep = window.unwrap_or(0).max(self.retain);
         while segments.len() > 1 {
             let Some(front) = segments.front() else { break };
-            let behind_head = front.start + SEGMENT_LEN <= head;
-            let needed = match window {
-                Some(window) => front.start + SEGMENT_LEN > head.saturating_sub(window),
-                None => Arc::strong_count(front) > 1,
-            };
-            if behind_head && !needed {
+            let end = front.start + SEGMENT_LEN;
+            let needed = end > head.saturating_sub(keep)
+                || (window.is_none() && Arc::strong_count(front) > 1);
+            if end <= head && !needed {
                 segments.pop_front();
             } else {
                 break;
             }
         }
+    }
+
+    /// A cursor at `seq`, if the log still holds it; otherwise the oldest sequence
+    /// number it holds. `seq` may be the head (nothing missed).
+    pub(crate) fn cursor_at(&self, seq: u64) -> Result<Cursor, u64> {
+        let mut state = lock(&self.state);
+        let head = self.head();
+        let base = state.segments.front().map_or(head, |s| s.start);
+        let oldest = match self.window() {
+            Some(window) => base.max(head.saturating_sub(window)),
+            None => base,
+        };
+        if seq < oldest || seq > head {
+            return Err(oldest);
+        }
+        Ok(Cursor {
+            next: seq,
+            segment: Self::segment_at(&mut state.segments, seq),
+        })
     }
 
     /// A cursor at the head: it reads broadcasts made from now on.
@@ -270,7 +292,7 @@ mod tests {
 
     #[test]
     fn segments_nobody_needs_are_freed() {
-        let log = BroadcastLog::new(None);
+        let log = BroadcastLog::new(None, 0);
         let mut reader = log.cursor_at_head();
         for n in 0..10_000u64 {
             log.append(Message::new("n", n));
@@ -283,7 +305,7 @@ mod tests {
 
     #[test]
     fn an_unbounded_log_keeps_what_a_slow_reader_has_not_read() {
-        let log = BroadcastLog::new(None);
+        let log = BroadcastLog::new(None, 0);
         let mut slow = log.cursor_at_head();
         for n in 0..1_000u64 {
             log.append(Message::new("n", n));
@@ -302,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_bounded_log_keeps_its_window_whatever_readers_do() {
-        let log = BroadcastLog::new(Some(100));
+        let log = BroadcastLog::new(Some(100), 0);
         let mut stalled = log.cursor_at_head();
         for n in 0..10_000u64 {
             log.append(Message::new("n", n));
@@ -326,8 +348,32 @@ mod tests {
     }
 
     #[test]
+    fn retained_broadcasts_can_be_read_again_from_any_kept_seq() {
+        let log = BroadcastLog::new(None, 200);
+        for n in 0..1_000u64 {
+            log.append(Message::new("n", n));
+        }
+        // At least the last 200, in whole segments, trimmed at segment boundaries.
+        let oldest = log.cursor_at(0).err().unwrap();
+        assert!((800 - 2 * SEGMENT_LEN..=800).contains(&oldest), "{oldest}");
+        let mut cursor = log.cursor_at(900).unwrap();
+        let got = read_all(&log, &mut cursor);
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[0].payload(), 900);
+        assert!(
+            log.cursor_at(1_000).is_ok(),
+            "the head itself is a valid resume point"
+        );
+        assert_eq!(
+            log.cursor_at(1_001).err(),
+            Some(oldest),
+            "the future is refused"
+        );
+    }
+
+    #[test]
     fn the_final_marker_fits_a_full_window() {
-        let log = BroadcastLog::new(Some(2));
+        let log = BroadcastLog::new(Some(2), 0);
         let mut reader = log.cursor_at_head();
         log.append(Message::of_type("a"));
         log.append(Message::of_type("b"));

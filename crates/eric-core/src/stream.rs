@@ -53,6 +53,10 @@ impl<A: Adapter> MessageStream<A> {
         self.connection.id()
     }
 
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// The channel this stream reads from.
     pub fn channel(&self) -> &Channel<A> {
         &self.channel
@@ -109,8 +113,8 @@ impl<A: Adapter> Stream for MessageStream<A> {
             if this.done || this.cut_off() {
                 return this.finish();
             }
-            let msg = match this.channel.next_for(&this.connection) {
-                Ok(Some(msg)) => msg,
+            let (msg, delivery) = match this.channel.next_for(&this.connection) {
+                Ok(Some(next)) => next,
                 Ok(None) if this.channel.read_past_close(&this.connection) => {
                     // An earlier stream read the closed marker: nothing more will come.
                     return this.finish();
@@ -140,7 +144,7 @@ impl<A: Adapter> Stream for MessageStream<A> {
                 this.done = true;
                 this.forget_wakers();
             }
-            return Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg))));
+            return Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg, &delivery))));
         }
     }
 }

@@ -257,3 +257,72 @@ async fn a_stream_reopened_after_the_closed_marker_ends_at_once() {
     let mut again = channel.message_stream(listener.id()).unwrap();
     assert!(again.next().await.is_none());
 }
+
+#[tokio::test]
+async fn a_listener_resumes_where_its_client_left_off() {
+    let channel = Channel::builder()
+        .replay(100)
+        .build(eric_core::MessageAdapter)
+        .unwrap();
+    let listener = channel.add_listener().unwrap();
+    for n in 0..5u64 {
+        channel.broadcast(Message::new("n", n)).unwrap();
+    }
+    let mut stream = channel.message_stream(listener.id()).unwrap();
+    for _ in 0..5 {
+        stream.next().await.unwrap().unwrap();
+    }
+    // The client only got broadcasts 0 and 1 before its connection broke.
+    let mut resumed = channel.message_stream_from(listener.id(), 2).unwrap();
+    channel.close();
+    let payloads: Vec<_> =
+        std::iter::from_fn(|| futures_util::FutureExt::now_or_never(resumed.next()).flatten())
+            .map(|item| item.unwrap().payload().clone())
+            .collect();
+    assert_eq!(
+        payloads,
+        [2.into(), 3.into(), 4.into(), serde_json::Value::Null]
+    );
+}
+
+#[test]
+fn watch_from_replays_missed_broadcasts_or_says_why_not() {
+    let channel = Channel::builder()
+        .replay(10)
+        .build(eric_core::MessageAdapter)
+        .unwrap();
+    for n in 0..300u64 {
+        channel.broadcast(Message::new("n", n)).unwrap();
+    }
+    let waker = CountingWaker::new();
+    let mut stream = channel.watch_from(295).unwrap();
+    for expected in 295..300u64 {
+        match poll_once(&mut stream, &waker) {
+            Poll::Ready(Some(Ok(msg))) => assert_eq!(msg.payload(), expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(poll_once(&mut stream, &waker).is_pending());
+    drop(stream);
+
+    match channel.watch_from(3) {
+        Err(Error::ReplayUnavailable {
+            requested: 3,
+            oldest,
+            head: 300,
+            ..
+        }) => {
+            assert!(oldest > 3 && oldest <= 290, "{oldest}");
+        }
+        other => panic!("expected ReplayUnavailable, got {other:?}"),
+    }
+    assert!(matches!(
+        channel.watch_from(301),
+        Err(Error::ReplayUnavailable { requested: 301, .. })
+    ));
+    assert_eq!(
+        channel.listener_count(),
+        0,
+        "a refused watch_from leaves no listener"
+    );
+}
