@@ -551,6 +551,13 @@ impl<A: Adapter> Channel<A> {
         self.shared.log.head()
     }
 
+    /// The broadcasts a stream can resume from: `oldest..next_seq` (see
+    /// [`ChannelBuilder::replay`]).
+    pub fn replayable(&self) -> std::ops::Range<u64> {
+        let head = self.shared.log.head();
+        self.shared.log.oldest().min(head)..head
+    }
+
     fn replay_unavailable(&self, requested: u64, oldest: u64) -> Error {
         Error::ReplayUnavailable {
             channel_id: self.id().to_owned(),

@@ -181,16 +181,26 @@ impl BroadcastLog {
         }
     }
 
+    /// The oldest sequence number a resuming reader can start at.
+    pub(crate) fn oldest(&self) -> u64 {
+        let state = lock(&self.state);
+        self.oldest_in(&state.segments, self.head())
+    }
+
+    fn oldest_in(&self, segments: &VecDeque<Arc<Segment>>, head: u64) -> u64 {
+        let base = segments.front().map_or(head, |s| s.start);
+        match self.window() {
+            Some(window) => base.max(head.saturating_sub(window)),
+            None => base,
+        }
+    }
+
     /// A cursor at `seq`, if the log still holds it; otherwise the oldest sequence
     /// number it holds. `seq` may be the head (nothing missed).
     pub(crate) fn cursor_at(&self, seq: u64) -> Result<Cursor, u64> {
         let mut state = lock(&self.state);
         let head = self.head();
-        let base = state.segments.front().map_or(head, |s| s.start);
-        let oldest = match self.window() {
-            Some(window) => base.max(head.saturating_sub(window)),
-            None => base,
-        };
+        let oldest = self.oldest_in(&state.segments, head);
         if seq < oldest || seq > head {
             return Err(oldest);
         }

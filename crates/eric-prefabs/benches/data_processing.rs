@@ -1,0 +1,2 @@
+//! Placeholder until the data-processing benchmark lands.
+fn main() {}

@@ -1,0 +1,187 @@
+//! Server-Sent Events on the wire: the event type and its exact encoding.
+
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result, truncated};
+
+/// One Server-Sent Event: what a browser's `EventSource` receives.
+///
+/// `event` and `id` are checked when set (a line break would end the field early and
+/// change the event's meaning); `data` may hold anything, line breaks included.
+///
+/// ```
+/// use eric_prefabs::SseEvent;
+///
+/// let event = SseEvent::new("line one\nline two").with_event("note")?.with_id("7")?;
+/// assert_eq!(event.encode(), "event: note\nid: 7\ndata: line one\ndata: line two\n\n");
+/// # Ok::<(), eric_prefabs::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    event: Option<String>,
+    data: String,
+    id: Option<String>,
+    retry: Option<u64>,
+}
+
+impl SseEvent {
+    /// An event of the default type (`message`) carrying `data`.
+    pub fn new(data: impl Into<String>) -> Self {
+        SseEvent {
+            data: data.into(),
+            ..SseEvent::default()
+        }
+    }
+
+    /// Sets the event type; [`Error::InvalidSseField`] if it holds a CR or LF.
+    pub fn with_event(mut self, event: impl Into<String>) -> Result<Self> {
+        let event = event.into();
+        check_field("event", &event, false)?;
+        self.event = Some(event);
+        Ok(self)
+    }
+
+    /// Sets the id; [`Error::InvalidSseField`] if it holds a CR, LF or NUL (a browser
+    /// ignores an id with a NUL).
+    pub fn with_id(mut self, id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        check_field("id", &id, true)?;
+        self.id = Some(id);
+        Ok(self)
+    }
+
+    /// Sets a type the caller knows to be valid (no CR or LF).
+    pub(crate) fn with_event_unchecked(mut self, event: impl Into<String>) -> Self {
+        self.event = Some(event.into());
+        self
+    }
+
+    /// Sets an id the caller knows to be valid (no CR, LF or NUL).
+    pub(crate) fn with_id_unchecked(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the reconnection time, in milliseconds.
+    pub fn with_retry(mut self, milliseconds: u64) -> Self {
+        self.retry = Some(milliseconds);
+        self
+    }
+
+    /// The event type, if set (`message` for the browser otherwise).
+    pub fn event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &str {
+        &self.data
+    }
+
+    /// The id, if set.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The reconnection time in milliseconds, if set.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// The event as it goes on the wire (WHATWG HTML, section 9.2): `event`, `id` and
+    /// `retry` lines, then one `data` line for each line of the data (split on CR LF,
+    /// CR and LF), then a blank line.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(self.data.len() + 32);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        if let Some(event) = &self.event {
+            push_field(out, "event", event);
+        }
+        if let Some(id) = &self.id {
+            push_field(out, "id", id);
+        }
+        if let Some(retry) = self.retry {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "retry: {retry}");
+        }
+        for line in data_lines(&self.data) {
+            push_field(out, "data", line);
+        }
+        out.push('\n');
+    }
+}
+
+/// A comment line, which clients ignore: what keep-alives send. Line breaks in `text`
+/// become separate comment lines.
+///
+/// ```
+/// assert_eq!(eric_prefabs::sse_comment(""), ":\n\n");
+/// assert_eq!(eric_prefabs::sse_comment("keep-alive"), ": keep-alive\n\n");
+/// ```
+pub fn sse_comment(text: &str) -> String {
+    if text.is_empty() {
+        return ":\n\n".to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 4);
+    for line in data_lines(text) {
+        out.push_str(": ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+fn push_field(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    // A space after the colon is what parsers strip; writing it keeps a value that
+    // starts with a space intact.
+    out.push_str(": ");
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// The lines of `data`, split on CR LF, CR and LF, as the spec's parser splits them.
+fn data_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
+fn check_field(field: &'static str, value: &str, forbid_nul: bool) -> Result<()> {
+    let bad_break = value.contains(['\r', '\n']);
+    if bad_break || (forbid_nul && value.contains('\0')) {
+        return Err(Error::InvalidSseField {
+            field,
+            value: truncated(value),
+            forbidden: if bad_break {
+                "a line break (CR or LF)"
+            } else {
+                "a NUL character"
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Whether `value` can be an SSE `event` field.
+pub(crate) fn is_valid_event(value: &str) -> bool {
+    check_field("event", value, false).is_ok()
+}

@@ -1,0 +1,454 @@
+//! The SSE channel: messages become Server-Sent Events with ids a reconnecting client
+//! resumes from.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use eric_core::{
+    Adapter, BroadcastReport, Channel, ConnectionsFactory, Delivery, Listener, Message,
+    MessageQueueListener, MessageStream, OverflowPolicy,
+};
+use futures_core::{FusedStream, Stream};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::sse::{SseEvent, is_valid_event};
+
+/// eric-sse's default reconnection time, in milliseconds.
+pub const DEFAULT_RETRY_MS: u64 = 5;
+/// How many broadcasts an SSE channel keeps for resuming clients, by default.
+pub const DEFAULT_REPLAY: usize = 1024;
+/// The type of the event that opens a resumed stream whose `Last-Event-ID` could not be
+/// honoured: the client missed events it cannot get back and must resync.
+pub const MESSAGE_TYPE_RESET: &str = "_eric_reset";
+
+/// Turns messages into SSE events (eric-sse's `SSEChannel.adapt`): `event` is the
+/// message type, `data` the payload as JSON, `retry` the channel's reconnection time,
+/// and `id` (broadcasts only) `<epoch>-<seq>`: the channel's epoch and the broadcast's
+/// sequence number, so ids increase per channel and a restarted channel's ids are
+/// told apart from the old ones.
+#[derive(Clone, Debug)]
+pub struct SseAdapter {
+    retry_ms: u64,
+    epoch: Arc<str>,
+}
+
+impl SseAdapter {
+    /// The event id of broadcast `seq`.
+    pub fn event_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.epoch)
+    }
+
+    /// The broadcast sequence number an event id of this channel names; `None` if the
+    /// id is not one of this channel's (another epoch, or not an id at all).
+    pub fn parse_event_id(&self, id: &str) -> Option<u64> {
+        let (epoch, seq) = id.rsplit_once('-')?;
+        if epoch != &*self.epoch {
+            return None;
+        }
+        seq.parse().ok()
+    }
+
+    /// The channel's epoch: a token that changes whenever a channel's sequence numbers
+    /// start over.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The reconnection time sent with every event.
+    pub fn retry_ms(&self) -> u64 {
+        self.retry_ms
+    }
+}
+
+impl Adapter for SseAdapter {
+    type Output = SseEvent;
+
+    fn adapt(&self, msg: &Message, delivery: &Delivery) -> SseEvent {
+        let event = if is_valid_event(msg.message_type()) {
+            SseEvent::new(msg.payload_json()).with_event_unchecked(msg.message_type())
+        } else {
+            // Only reachable through the core channel, which does not check types:
+            // report it in-band rather than corrupt the stream.
+            let error = json!({ "error": "message type is not a valid SSE event name" });
+            SseEvent::new(error.to_string())
+                .with_event_unchecked(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
+        };
+        let event = event.with_retry(self.retry_ms);
+        match delivery.seq {
+            // The epoch was checked when the channel was built; a number is digits.
+            Some(seq) => event.with_id_unchecked(self.event_id(seq)),
+            None => event,
+        }
+    }
+}
+
+/// A channel whose streams yield SSE events (eric-sse's `SSEChannel`), with resumable
+/// streams: every broadcast gets an increasing id, the channel keeps the last
+/// [`replay`](SseChannelBuilder::replay) broadcasts, and a client that reconnects with
+/// `Last-Event-ID` gets what it missed, or a reset event when that is no longer
+/// possible. Cheap to clone.
+///
+/// ```
+/// use eric_core::Message;
+/// use eric_prefabs::SseChannel;
+/// use futures_util::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eric_prefabs::Result<()> {
+/// let channel = SseChannel::new();
+/// let mut stream = channel.subscribe(None)?;
+/// channel.broadcast(Message::new("greeting", "hello"))?;
+/// let event = stream.next().await.unwrap()?;
+/// assert_eq!(event.event(), Some("greeting"));
+/// assert_eq!(event.data(), "\"hello\"");
+/// let id = event.id().unwrap().to_owned();
+///
+/// // The client reconnects having seen `id`: it gets only what came after.
+/// channel.broadcast(Message::new("greeting", "again"))?;
+/// drop(stream);
+/// let mut resumed = channel.subscribe(Some(&id))?;
+/// assert_eq!(resumed.next().await.unwrap()?.data(), "\"again\"");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SseChannel {
+    channel: Channel<SseAdapter>,
+}
+
+/// Configures an [`SseChannel`].
+#[must_use]
+pub struct SseChannelBuilder {
+    id: Option<String>,
+    retry_ms: u64,
+    replay: usize,
+    epoch: Option<String>,
+    capacity: Option<(usize, OverflowPolicy)>,
+    factory: Option<Box<dyn FnOnce(eric_core::ChannelBuilder) -> eric_core::ChannelBuilder>>,
+}
+
+impl Default for SseChannelBuilder {
+    fn default() -> Self {
+        SseChannelBuilder {
+            id: None,
+            retry_ms: DEFAULT_RETRY_MS,
+            replay: DEFAULT_REPLAY,
+            epoch: None,
+            capacity: None,
+            factory: None,
+        }
+    }
+}
+
+impl SseChannelBuilder {
+    /// The channel's id (a fresh UUID v4 if not set).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The reconnection time sent with every event (default [`DEFAULT_RETRY_MS`]).
+    pub fn retry_ms(mut self, milliseconds: u64) -> Self {
+        self.retry_ms = milliseconds;
+        self
+    }
+
+    /// How many recent broadcasts to keep for resuming clients (default
+    /// [`DEFAULT_REPLAY`]; rounded up to whole segments of 64).
+    pub fn replay(mut self, broadcasts: usize) -> Self {
+        self.replay = broadcasts;
+        self
+    }
+
+    /// The epoch in event ids (default: random). Set it when restoring a persisted
+    /// channel whose sequence numbers go on from where they were.
+    pub fn epoch(mut self, epoch: impl Into<String>) -> Self {
+        self.epoch = Some(epoch.into());
+        self
+    }
+
+    /// Bounds what each listener may have unread (see [`OverflowPolicy`]).
+    pub fn capacity(mut self, capacity: usize, overflow: OverflowPolicy) -> Self {
+        self.capacity = Some((capacity, overflow));
+        self
+    }
+
+    /// Where connections come from (default: in memory).
+    pub fn connections_factory(mut self, factory: impl ConnectionsFactory) -> Self {
+        self.factory = Some(Box::new(move |builder: eric_core::ChannelBuilder| {
+            builder.connections_factory(factory)
+        }));
+        self
+    }
+
+    /// The channel; an invalid id or epoch is an error.
+    pub fn build(self) -> Result<SseChannel> {
+        let epoch = match self.epoch {
+            Some(epoch) => epoch,
+            None => format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32),
+        };
+        if epoch.is_empty() || epoch.contains(['-', '\0']) || !is_valid_event(&epoch) {
+            return Err(eric_core::Error::InvalidId {
+                id: epoch,
+                reason: "an epoch must be non-empty, with no '-' and no line break",
+            }
+            .into());
+        }
+        let mut builder = Channel::builder().replay(self.replay);
+        if let Some(id) = self.id {
+            builder = builder.id(id);
+        }
+        if let Some((capacity, overflow)) = self.capacity {
+            builder = builder.capacity(capacity).overflow(overflow);
+        }
+        if let Some(factory) = self.factory {
+            builder = factory(builder);
+        }
+        let adapter = SseAdapter {
+            retry_ms: self.retry_ms,
+            epoch: epoch.into(),
+        };
+        Ok(SseChannel {
+            channel: builder.build(adapter)?,
+        })
+    }
+}
+
+impl Default for SseChannel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SseChannel {
+    /// A channel with a fresh id, in-memory queues and the default settings.
+    pub fn new() -> Self {
+        match SseChannelBuilder::default().build() {
+            Ok(channel) => channel,
+            Err(_) => unreachable!("the default settings are valid"),
+        }
+    }
+
+    /// A builder.
+    pub fn builder() -> SseChannelBuilder {
+        SseChannelBuilder::default()
+    }
+
+    /// The core channel underneath, for everything this type does not wrap.
+    pub fn channel(&self) -> &Channel<SseAdapter> {
+        &self.channel
+    }
+
+    /// The channel's id.
+    pub fn id(&self) -> &str {
+        self.channel.id()
+    }
+
+    /// The adapter (event ids, epoch, retry).
+    pub fn adapter(&self) -> &SseAdapter {
+        self.channel.adapter()
+    }
+
+    /// Adds a default listener.
+    pub fn add_listener(&self) -> Result<Arc<MessageQueueListener>> {
+        Ok(self.channel.add_listener()?)
+    }
+
+    /// Registers a listener of your own.
+    pub fn register_listener<L: Listener>(&self, listener: Arc<L>) -> Result<()> {
+        Ok(self.channel.register_listener(listener)?)
+    }
+
+    /// Removes a listener; its stream ends.
+    pub fn remove_listener(&self, listener_id: &str) -> Result<()> {
+        self.channel.remove_listener(listener_id)?;
+        Ok(())
+    }
+
+    /// Sends `msg` to every listener; [`Error::InvalidSseField`] if its type cannot be
+    /// an SSE event name.
+    pub fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
+        let msg = checked(msg.into())?;
+        Ok(self.channel.broadcast(msg)?)
+    }
+
+    /// Sends `msg` to one listener; [`Error::InvalidSseField`] if its type cannot be an
+    /// SSE event name.
+    pub fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
+        let msg = checked(msg.into())?;
+        Ok(self.channel.dispatch(listener_id, msg)?)
+    }
+
+    /// The stream of an existing listener's events.
+    pub fn message_stream(&self, listener_id: &str) -> Result<MessageStream<SseAdapter>> {
+        Ok(self.channel.message_stream(listener_id)?)
+    }
+
+    /// An existing listener's events, resumed after `last_event_id` (see
+    /// [`subscribe`](Self::subscribe) for what each kind of id gets).
+    pub fn message_stream_resuming(
+        &self,
+        listener_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseStream> {
+        let Some(last) = last_event_id.filter(|id| !id.is_empty()) else {
+            return Ok(SseStream::new(None, self.message_stream(listener_id)?));
+        };
+        match self.resume_point(last) {
+            Ok(seq) => match self.channel.message_stream_from(listener_id, seq) {
+                Ok(stream) => Ok(SseStream::new(None, stream)),
+                Err(eric_core::Error::ReplayUnavailable { oldest, head, .. }) => {
+                    let reset = self.reset_event(last, "too_old", oldest, head);
+                    Ok(SseStream::new(
+                        Some(reset),
+                        self.message_stream(listener_id)?,
+                    ))
+                }
+                Err(err) => Err(err.into()),
+            },
+            Err(reason) => {
+                let (oldest, head) = self.kept();
+                let reset = self.reset_event(last, reason, oldest, head);
+                Ok(SseStream::new(
+                    Some(reset),
+                    self.message_stream(listener_id)?,
+                ))
+            }
+        }
+    }
+
+    /// Subscribes a new listener and returns its events; dropping the stream removes
+    /// the listener. What a browser's `EventSource` connects to.
+    ///
+    /// With `last_event_id` (the `Last-Event-ID` a reconnecting browser sends):
+    /// - an id of this channel still kept: the events after it, in order, no
+    ///   duplicates, then live ones;
+    /// - an id of this channel too old to replay (`too_old`), from its future
+    ///   (`ahead`), of another epoch such as before a restart (`other_epoch`), or not an
+    ///   event id at all (`unparseable`): a [`MESSAGE_TYPE_RESET`] event first, whose
+    ///   data names the reason, then live events. Its id is the newest event's, so the
+    ///   client's next reconnect resumes from here.
+    pub fn subscribe(&self, last_event_id: Option<&str>) -> Result<SseStream> {
+        let Some(last) = last_event_id.filter(|id| !id.is_empty()) else {
+            return Ok(SseStream::new(None, self.channel.watch()?));
+        };
+        match self.resume_point(last) {
+            Ok(seq) => match self.channel.watch_from(seq) {
+                Ok(stream) => Ok(SseStream::new(None, stream)),
+                Err(eric_core::Error::ReplayUnavailable { oldest, head, .. }) => {
+                    let reset = self.reset_event(last, "too_old", oldest, head);
+                    Ok(SseStream::new(Some(reset), self.channel.watch()?))
+                }
+                Err(err) => Err(err.into()),
+            },
+            Err(reason) => {
+                let (oldest, head) = self.kept();
+                let reset = self.reset_event(last, reason, oldest, head);
+                Ok(SseStream::new(Some(reset), self.channel.watch()?))
+            }
+        }
+    }
+
+    /// Closes the channel: every stream ends after what it has queued.
+    pub fn close(&self) {
+        self.channel.close();
+    }
+
+    /// The sequence number `last_event_id` resumes at, or why it cannot.
+    fn resume_point(&self, last_event_id: &str) -> Result<u64, &'static str> {
+        let adapter = self.adapter();
+        match adapter.parse_event_id(last_event_id) {
+            Some(seq) if seq < self.channel.next_seq() => Ok(seq + 1),
+            Some(_) => Err("ahead"),
+            None if last_event_id
+                .rsplit_once('-')
+                .is_some_and(|(_, n)| n.parse::<u64>().is_ok()) =>
+            {
+                Err("other_epoch")
+            }
+            None => Err("unparseable"),
+        }
+    }
+
+    /// The oldest kept and the next sequence number.
+    fn kept(&self) -> (u64, u64) {
+        let range = self.channel.replayable();
+        (range.start, range.end)
+    }
+
+    fn reset_event(&self, requested: &str, reason: &str, oldest: u64, head: u64) -> SseEvent {
+        let adapter = self.adapter();
+        let data = json!({
+            "reason": reason,
+            "last_event_id": requested,
+            "oldest_kept": (oldest < head).then(|| adapter.event_id(oldest)),
+        });
+        // The newest event's id (or an empty one, which clears the client's): the
+        // client's next reconnect resumes from here.
+        let id = head
+            .checked_sub(1)
+            .map(|seq| adapter.event_id(seq))
+            .unwrap_or_default();
+        SseEvent::new(data.to_string())
+            .with_event_unchecked(MESSAGE_TYPE_RESET)
+            .with_id_unchecked(id)
+            .with_retry(adapter.retry_ms)
+    }
+}
+
+fn checked(msg: Message) -> Result<Message> {
+    if is_valid_event(msg.message_type()) {
+        Ok(msg)
+    } else {
+        Err(Error::InvalidSseField {
+            field: "event",
+            value: crate::error::truncated(msg.message_type()),
+            forbidden: "a line break (CR or LF)",
+        })
+    }
+}
+
+/// The events of an SSE listener, led by a reset event when a resume was not possible.
+#[must_use = "streams do nothing unless polled"]
+#[derive(Debug)]
+pub struct SseStream {
+    reset: Option<SseEvent>,
+    inner: MessageStream<SseAdapter>,
+}
+
+impl SseStream {
+    fn new(reset: Option<SseEvent>, inner: MessageStream<SseAdapter>) -> Self {
+        SseStream { reset, inner }
+    }
+
+    /// The listener this stream reads.
+    pub fn listener_id(&self) -> &str {
+        self.inner.listener_id()
+    }
+
+    /// Whether the stream opens with a reset event (not yet taken).
+    pub fn starts_with_reset(&self) -> bool {
+        self.reset.is_some()
+    }
+}
+
+impl Stream for SseStream {
+    type Item = Result<SseEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(reset) = self.reset.take() {
+            return Poll::Ready(Some(Ok(reset)));
+        }
+        Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(Error::from)))
+    }
+}
+
+impl FusedStream for SseStream {
+    fn is_terminated(&self) -> bool {
+        self.reset.is_none() && self.inner.is_terminated()
+    }
+}
