@@ -473,23 +473,34 @@ impl<A: Adapter> Channel<A> {
         &self.shared.log
     }
 
+    /// Takes the listener's next message without running its `on_message` hook, with
+    /// how it was delivered; `Ok(None)` if it has none. For consumers that run the
+    /// hook elsewhere (on a thread pool, say). [`Error::ListenerStopped`] if stopped.
+    pub fn take_next(&self, listener_id: &str) -> Result<Option<(Message, Delivery)>> {
+        self.take_from(&self.get_connection(listener_id)?)
+    }
+
+    fn take_from(&self, connection: &Connection) -> Result<Option<(Message, Delivery)>> {
+        if !connection.listener().is_running() {
+            return Err(Error::ListenerStopped {
+                listener_id: connection.id().to_owned(),
+            });
+        }
+        self.next_for(connection)
+    }
+
     /// Takes the listener's next message and runs its `on_message` hook (eric-sse's
     /// `deliver_next`); [`Error::NoMessages`] if it has none, [`Error::ListenerStopped`]
     /// if it is stopped.
     pub fn deliver_next(&self, listener_id: &str) -> Result<Message> {
         let connection = self.get_connection(listener_id)?;
-        let listener = connection.listener();
-        if !listener.is_running() {
-            return Err(Error::ListenerStopped {
-                listener_id: listener_id.to_owned(),
-            });
-        }
         let (msg, _) = self
-            .next_for(&connection)?
+            .take_from(&connection)?
             .ok_or_else(|| Error::NoMessages {
                 listener_id: listener_id.to_owned(),
             })?;
-        listener
+        connection
+            .listener()
             .on_message(&msg)
             .map_err(|source| Error::Listener {
                 listener_id: listener_id.to_owned(),
