@@ -21,10 +21,14 @@
 //! # }
 //! ```
 
+mod data_processing;
 mod error;
 mod sse;
 mod sse_channel;
 
+pub use data_processing::{
+    DataProcessingChannel, ProcessQueue, ProcessedMessage, ProcessingAdapter,
+};
 pub use error::{Error, Result};
 pub use sse::{SseEvent, sse_comment};
 pub use sse_channel::{
