@@ -16,3 +16,8 @@
 
 pub use eric_core as core;
 pub use eric_core::*;
+
+/// Ready-made channels: SSE with resumable streams, data processing, distributed
+/// application, Publisher (feature `prefabs`, on by default).
+#[cfg(feature = "prefabs")]
+pub use eric_prefabs as prefabs;

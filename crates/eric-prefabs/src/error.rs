@@ -30,6 +30,14 @@ pub enum Error {
         /// The message type.
         message_type: String,
     },
+    /// An action returned replies to a message that names no sender to send them to.
+    #[error("listener {listener_id:?} cannot reply to an unsigned {message_type:?} message")]
+    Unsigned {
+        /// The listener.
+        listener_id: String,
+        /// The message type.
+        message_type: String,
+    },
     /// A data-processing callback panicked; the pool and the other messages go on.
     #[error("processing a message of type {message_type:?} panicked: {panic}")]
     CallbackPanicked {

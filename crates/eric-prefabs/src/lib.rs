@@ -22,12 +22,17 @@
 //! ```
 
 mod data_processing;
+mod distributed;
 mod error;
 mod sse;
 mod sse_channel;
 
 pub use data_processing::{
     DataProcessingChannel, ProcessQueue, ProcessedMessage, ProcessingAdapter,
+};
+pub use distributed::{
+    ACTION_START, ACTION_STOP, SimpleDistributedApplicationChannel,
+    SimpleDistributedApplicationListener,
 };
 pub use error::{Error, Result};
 pub use sse::{SseEvent, sse_comment};
