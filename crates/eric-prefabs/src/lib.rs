@@ -24,6 +24,7 @@
 mod data_processing;
 mod distributed;
 mod error;
+mod publisher;
 mod sse;
 mod sse_channel;
 
@@ -35,6 +36,7 @@ pub use distributed::{
     SimpleDistributedApplicationListener,
 };
 pub use error::{Error, Result};
+pub use publisher::{Channels, DEFAULT_CHANNEL, Publication, Publisher, Subscriber, Subscription};
 pub use sse::{SseEvent, sse_comment};
 pub use sse_channel::{
     DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, SseAdapter, SseChannel,
