@@ -121,6 +121,10 @@ impl fmt::Debug for Publication {
     }
 }
 
+/// A named channel to publish to, and (for per-subscriber publications) its
+/// subscribers by listener id.
+type Target = (Channel<MessageAdapter>, Vec<(String, Arc<Subscriber>)>);
+
 /// A subscriber, as [`Publisher::get_subscribers`] lists it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subscriber {
@@ -236,7 +240,7 @@ impl Publisher {
         let data = data.into();
         let channels = channels.into();
         // Snapshot under the lock; run user code and deliver outside it.
-        let targets: Vec<(Channel<MessageAdapter>, Vec<(String, Arc<Subscriber>)>)> = {
+        let targets: Vec<Target> = {
             let all = self.inner.channels();
             channels
                 .unique()
