@@ -134,6 +134,7 @@ pub struct ChannelBuilder {
     capacity: Option<usize>,
     overflow: OverflowPolicy,
     replay: usize,
+    first_seq: u64,
     factory: Option<Arc<dyn ConnectionsFactory>>,
 }
 
@@ -161,6 +162,13 @@ impl ChannelBuilder {
     /// [`Channel::message_stream_from`]). Default 0: only what listeners still need.
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = broadcasts;
+        self
+    }
+
+    /// The sequence number of the first broadcast (default 0): a channel restored from
+    /// storage goes on where it left off.
+    pub fn first_seq(mut self, seq: u64) -> Self {
+        self.first_seq = seq;
         self
     }
 
@@ -194,9 +202,13 @@ impl ChannelBuilder {
                 factory,
                 queue_config,
                 connections: RwLock::default(),
-                log: BroadcastLog::new(queue_config.capacity(), self.replay),
+                log: BroadcastLog::starting_at(
+                    self.first_seq,
+                    queue_config.capacity(),
+                    self.replay,
+                ),
                 broadcast_order: Mutex::default(),
-                position_floor: AtomicU64::new(0),
+                position_floor: AtomicU64::new(self.first_seq),
                 closed: AtomicBool::new(false),
                 closed_at: OnceLock::new(),
                 listener_count: AtomicUsize::new(0),
@@ -528,12 +540,17 @@ impl<A: Adapter> Channel<A> {
     /// [`Error::ReplayUnavailable`] if the channel no longer keeps `seq` (see
     /// [`ChannelBuilder::replay`]) or has not reached it.
     pub fn message_stream_from(&self, listener_id: &str, seq: u64) -> Result<MessageStream<A>> {
-        let connection = self.get_connection(listener_id)?;
-        connection
+        self.rewind(listener_id, seq)?;
+        self.message_stream(listener_id)
+    }
+
+    /// Moves a listener to broadcast `seq`: it reads that one next (a restored listener
+    /// goes on where it was). [`Error::ReplayUnavailable`] if the channel no longer
+    /// keeps `seq` or has not reached it.
+    pub fn rewind(&self, listener_id: &str, seq: u64) -> Result<()> {
+        self.get_connection(listener_id)?
             .reposition(&self.shared.log, seq)
-            .map_err(|oldest| self.replay_unavailable(seq, oldest))?;
-        connection.listener().start();
-        Ok(MessageStream::new(self.clone(), connection, false))
+            .map_err(|oldest| self.replay_unavailable(seq, oldest))
     }
 
     /// Adds a listener and returns its stream; dropping the stream removes the listener.

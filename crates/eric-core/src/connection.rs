@@ -159,7 +159,7 @@ impl Connection {
     }
 
     /// The sequence number of the next broadcast this listener reads.
-    pub(crate) fn position(&self) -> u64 {
+    pub fn position(&self) -> u64 {
         self.inner.position.load(Ordering::Acquire)
     }
 

@@ -81,13 +81,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BroadcastLog {
+    #[cfg(test)]
     pub(crate) fn new(window: Option<usize>, retain: usize) -> Self {
+        Self::starting_at(0, window, retain)
+    }
+
+    /// A log whose first broadcast gets sequence number `first` (a restored channel).
+    pub(crate) fn starting_at(first: u64, window: Option<usize>, retain: usize) -> Self {
         BroadcastLog {
             state: Mutex::new(LogState {
-                segments: VecDeque::from([Segment::new(0)]),
+                segments: VecDeque::from([Segment::new(first - first % SEGMENT_LEN)]),
                 waiters: HashMap::new(),
             }),
-            head: AtomicU64::new(0),
+            head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
             retain: retain as u64,
             final_slack: AtomicU64::new(0),
@@ -379,6 +385,16 @@ mod tests {
             Some(oldest),
             "the future is refused"
         );
+    }
+
+    #[test]
+    fn a_log_can_start_at_any_sequence_number() {
+        let log = BroadcastLog::starting_at(1_000_003, None, 0);
+        let mut reader = log.cursor_at_head();
+        assert_eq!(log.append(Message::of_type("a")), 1_000_003);
+        assert_eq!(log.append(Message::of_type("b")), 1_000_004);
+        assert_eq!(read_all(&log, &mut reader).len(), 2);
+        assert_eq!(log.cursor_at(1_000_002).err(), Some(1_000_003));
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub struct SseChannelBuilder {
     replay: usize,
     epoch: Option<String>,
     capacity: Option<(usize, OverflowPolicy)>,
+    first_seq: u64,
     factory: Option<Box<dyn FnOnce(eric_core::ChannelBuilder) -> eric_core::ChannelBuilder>>,
 }
 
@@ -137,6 +138,7 @@ impl Default for SseChannelBuilder {
             replay: DEFAULT_REPLAY,
             epoch: None,
             capacity: None,
+            first_seq: 0,
             factory: None,
         }
     }
@@ -169,6 +171,13 @@ impl SseChannelBuilder {
         self
     }
 
+    /// The sequence number of the first broadcast: a channel restored from storage
+    /// goes on where it left off (with the same [`epoch`](Self::epoch)).
+    pub fn first_seq(mut self, seq: u64) -> Self {
+        self.first_seq = seq;
+        self
+    }
+
     /// Bounds what each listener may have unread (see [`OverflowPolicy`]).
     pub fn capacity(mut self, capacity: usize, overflow: OverflowPolicy) -> Self {
         self.capacity = Some((capacity, overflow));
@@ -196,7 +205,9 @@ impl SseChannelBuilder {
             }
             .into());
         }
-        let mut builder = Channel::builder().replay(self.replay);
+        let mut builder = Channel::builder()
+            .replay(self.replay)
+            .first_seq(self.first_seq);
         if let Some(id) = self.id {
             builder = builder.id(id);
         }

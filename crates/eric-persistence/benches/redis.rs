@@ -1,0 +1,2 @@
+//! Placeholder until the Redis benchmark lands.
+fn main() {}

@@ -1,0 +1,108 @@
+//! Storage keys: a prefix and escaped parts, so that no id can reach another's keys.
+
+/// Builds storage keys: `<prefix><kind>:<part>:<part>...`, each part escaped.
+///
+/// Escaping turns `%`, `:`, the glob characters `* ? [ ] \`, and control characters and
+/// spaces into `%XX`, so a part never contains a separator or a pattern: a listener
+/// `a:b` of channel `c` cannot collide with listener `b` of channel `c:a`, and a prefix
+/// scan for channel `*` matches channel `*` only.
+///
+/// ```
+/// use eric_persistence::Keys;
+///
+/// let keys = Keys::new("eric:");
+/// assert_eq!(keys.key(&["channel", "a:b*"]), "eric:channel:a%3Ab%2A");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new("eric:")
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (which is used as given: choose one without glob characters).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key made of `parts`, each escaped, joined by `:`.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            escape_into(&mut key, part);
+        }
+        key
+    }
+
+    /// The prefix of every key that starts with `parts` (ending with `:`).
+    pub fn prefix_of(&self, parts: &[&str]) -> String {
+        let mut key = self.key(parts);
+        key.push(':');
+        key
+    }
+}
+
+/// Appends `part` to `out`, escaped.
+pub(crate) fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' | ':' | '*' | '?' | '[' | ']' | '\\' | ' ' => push_hex(out, c),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push('%');
+                    out.push_str(&format!("{byte:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_hex(out: &mut String, c: char) {
+    out.push('%');
+    out.push_str(&format!("{:02X}", c as u32));
+}
+
+/// Escapes the glob characters of a Redis `MATCH` pattern, so a prefix matches only
+/// itself (keys built by [`Keys`] have none; prefixes given by users might).
+pub(crate) fn glob_literal(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cannot_forge_separators_or_patterns() {
+        let keys = Keys::new("p:");
+        assert_ne!(keys.key(&["c", "a:b"]), keys.key(&["c:a", "b"]));
+        assert_eq!(keys.key(&["x", "*?[]\\ %"]), "p:x:%2A%3F%5B%5D%5C%20%25");
+        assert_eq!(keys.key(&["é🦀"]), "p:é🦀");
+        assert_eq!(keys.key(&["a\nb"]), "p:a%0Ab");
+        assert_eq!(glob_literal("a*b[c]"), "a\\*b\\[c\\]");
+    }
+}

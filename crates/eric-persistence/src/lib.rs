@@ -1,0 +1,44 @@
+//! eric-persistence: channels, listeners and queued messages that survive a restart,
+//! in memory or in Redis (feature `redis`, on by default).
+//!
+//! - [`KvStorage`]: the storage seam (eric-sse's), with [`InMemoryStorage`] and
+//!   [`RedisStorage`]. Values are versioned JSON ([`record`]); keys are prefixed
+//!   (`eric:` by default) and every id in them escaped ([`Keys`]).
+//! - [`SseChannelRepository`]: create, load and delete stored SSE channels.
+//! - [`PersistentSseChannel`]: an SSE channel whose writes reach the storage before
+//!   they are acknowledged, and whose listeners' reads are recorded.
+//!
+//! ```
+//! use eric_core::Message;
+//! use eric_persistence::{ChannelSettings, InMemoryStorage, SseChannelRepository};
+//! use futures_util::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eric_persistence::Result<()> {
+//! let repository = SseChannelRepository::new(InMemoryStorage::new());
+//! let channel = repository.create(ChannelSettings::default()).await?;
+//! let listener = channel.add_listener().await?;
+//! channel.dispatch(&listener, Message::new("task", 1)).await?;
+//!
+//! let mut events = channel.message_stream(&listener)?;
+//! assert_eq!(events.next().await.unwrap()?.data(), "1");
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod key;
+mod persistent;
+pub mod record;
+#[cfg(feature = "redis")]
+mod redis_storage;
+mod repository;
+mod storage;
+
+pub use error::{Error, Result};
+pub use key::Keys;
+pub use persistent::{PersistentSseChannel, PersistentStream};
+#[cfg(feature = "redis")]
+pub use redis_storage::RedisStorage;
+pub use repository::{ChannelSettings, SseChannelRepository};
+pub use storage::{InMemoryStorage, KvStorage};

@@ -1,0 +1,525 @@
+//! An SSE channel whose broadcasts, dispatches, listeners and read positions are kept
+//! in a [`KvStorage`].
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use eric_core::{BroadcastReport, Message};
+use eric_prefabs::{SseChannel, SseEvent, SseStream};
+use futures_core::Stream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::record::{ChannelRecord, ListenerRecord, MessageRecord, RECORD_VERSION, encode};
+use crate::storage::KvStorage;
+
+/// Where each part of a channel lives in the storage.
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelKeys {
+    storage: Arc<dyn KvStorage>,
+    id: String,
+}
+
+impl fmt::Debug for dyn KvStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvStorage")
+            .field("prefix", &self.keys().prefix())
+            .finish()
+    }
+}
+
+impl ChannelKeys {
+    pub(crate) fn new(storage: Arc<dyn KvStorage>, id: &str) -> Self {
+        ChannelKeys {
+            storage,
+            id: id.to_owned(),
+        }
+    }
+    pub(crate) fn channel(&self) -> String {
+        self.storage.keys().key(&["channel", &self.id])
+    }
+    pub(crate) fn listener(&self, listener: &str) -> String {
+        self.storage.keys().key(&["listener", &self.id, listener])
+    }
+    pub(crate) fn listeners(&self) -> String {
+        self.storage.keys().prefix_of(&["listener", &self.id])
+    }
+    pub(crate) fn log_entry(&self, seq: u64) -> String {
+        self.storage
+            .keys()
+            .key(&["log", &self.id, &format!("{seq:020}")])
+    }
+    pub(crate) fn log(&self) -> String {
+        self.storage.keys().prefix_of(&["log", &self.id])
+    }
+    pub(crate) fn queue_entry(&self, listener: &str, n: u64) -> String {
+        self.storage
+            .keys()
+            .key(&["queue", &self.id, listener, &format!("{n:020}")])
+    }
+    pub(crate) fn queue(&self, listener: &str) -> String {
+        self.storage
+            .keys()
+            .prefix_of(&["queue", &self.id, listener])
+    }
+    pub(crate) fn queues(&self) -> String {
+        self.storage.keys().prefix_of(&["queue", &self.id])
+    }
+}
+
+/// The number at the end of a log or queue key.
+pub(crate) fn trailing_number(key: &str) -> Result<u64> {
+    key.rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::Corrupt {
+            key: key.to_owned(),
+            reason: "no sequence number at the end of the key".to_owned(),
+        })
+}
+
+/// How far a listener has read, and how much of that is stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) cursor: u64,
+    pub(crate) dispatches_read: u64,
+    pub(crate) dispatches_stored_read: u64,
+    pub(crate) next_dispatch: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) sse: SseChannel,
+    pub(crate) keys: ChannelKeys,
+    pub(crate) record: ChannelRecord,
+    // Journal writes and the in-memory operation they stand for happen in one order.
+    writes: tokio::sync::Mutex<()>,
+    pub(crate) progress: Mutex<HashMap<String, Progress>>,
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+enum Ack {
+    Read(String),
+    Flush(oneshot::Sender<Result<()>>),
+}
+
+/// An SSE channel kept in a [`KvStorage`]: what [`SseChannelRepository`](crate::SseChannelRepository)
+/// creates and loads. Cheap to clone.
+///
+/// Writes go to the storage first and to memory second: when `broadcast`, `dispatch`
+/// or `add_listener` returns `Ok`, the storage has it, and a process built later from
+/// the same storage has it too. A broadcast is one write however many listeners there
+/// are. Readers wait on in-process wake-ups (nothing polls the storage); what they read
+/// is recorded in the background, batched, so after a crash a listener may read again
+/// at most what it read in the last moments (at least once, never lost).
+///
+/// Listeners added through [`sse`](Self::sse) directly (and [`subscribe`](Self::subscribe)
+/// streams) are not stored: they are this process's alone.
+#[derive(Clone)]
+pub struct PersistentSseChannel {
+    inner: Arc<Inner>,
+}
+
+impl PersistentSseChannel {
+    /// Starts recording reads; `stored_log_from` is the first log entry in storage.
+    pub(crate) fn start(
+        sse: SseChannel,
+        keys: ChannelKeys,
+        record: ChannelRecord,
+        progress: HashMap<String, Progress>,
+        stored_log_from: u64,
+    ) -> Self {
+        let (acks, incoming) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            sse,
+            keys,
+            record,
+            writes: tokio::sync::Mutex::new(()),
+            progress: Mutex::new(progress),
+            acks,
+        });
+        tokio::spawn(record_reads(
+            Arc::downgrade(&inner),
+            incoming,
+            stored_log_from,
+        ));
+        PersistentSseChannel { inner }
+    }
+
+    /// The channel's id.
+    pub fn id(&self) -> &str {
+        self.inner.sse.id()
+    }
+
+    /// The SSE channel in memory: for reading, and for listeners this process keeps to
+    /// itself. Writes made through it are not stored.
+    pub fn sse(&self) -> &SseChannel {
+        &self.inner.sse
+    }
+
+    /// The stored settings.
+    pub fn record(&self) -> &ChannelRecord {
+        &self.inner.record
+    }
+
+    fn progress(&self) -> MutexGuard<'_, HashMap<String, Progress>> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn storage(&self) -> &Arc<dyn KvStorage> {
+        &self.inner.keys.storage
+    }
+
+    /// Adds a listener, stored; returns its id.
+    pub async fn add_listener(&self) -> Result<String> {
+        let _writes = self.inner.writes.lock().await;
+        let listener = self.inner.sse.add_listener()?;
+        let id = listener.id().to_owned();
+        let cursor = self.inner.sse.channel().get_connection(&id)?.position();
+        let record = ListenerRecord {
+            v: RECORD_VERSION,
+            id: id.clone(),
+            cursor,
+            dispatches_read: 0,
+        };
+        if let Err(err) = self
+            .storage()
+            .upsert(&self.inner.keys.listener(&id), &encode(&record))
+            .await
+        {
+            let _ = self.inner.sse.remove_listener(&id);
+            return Err(err);
+        }
+        self.progress().insert(
+            id.clone(),
+            Progress {
+                cursor,
+                ..Progress::default()
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes a listener and everything stored for it; its stream ends.
+    pub async fn remove_listener(&self, listener_id: &str) -> Result<()> {
+        let _writes = self.inner.writes.lock().await;
+        self.inner.sse.channel().get_connection(listener_id)?;
+        let keys = &self.inner.keys;
+        let mut doomed: Vec<String> = self
+            .storage()
+            .fetch_by_prefix(&keys.queue(listener_id))
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        doomed.push(keys.listener(listener_id));
+        self.storage().delete_many(&doomed).await?;
+        self.progress().remove(listener_id);
+        self.inner.sse.remove_listener(listener_id)?;
+        Ok(())
+    }
+
+    /// Sends `msg` to every listener: stored (one write), then delivered.
+    pub async fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
+        let msg = msg.into();
+        let _writes = self.inner.writes.lock().await;
+        let seq = self.inner.sse.channel().next_seq();
+        let key = self.inner.keys.log_entry(seq);
+        self.storage()
+            .upsert(&key, &encode(&MessageRecord::of(&msg, None)))
+            .await?;
+        match self.inner.sse.broadcast(msg) {
+            Ok(report) => Ok(report),
+            Err(err) => {
+                // Refused in memory (closed, full, bad type): take the entry back.
+                let _ = self.storage().delete(&key).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Sends `msg` to one listener: stored, then delivered.
+    pub async fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
+        let msg = msg.into();
+        let _writes = self.inner.writes.lock().await;
+        let n = self
+            .progress()
+            .get(listener_id)
+            .map(|p| p.next_dispatch)
+            .ok_or_else(|| eric_core::Error::InvalidListener {
+                listener_id: listener_id.to_owned(),
+            })?;
+        let before = self.inner.sse.channel().next_seq();
+        let key = self.inner.keys.queue_entry(listener_id, n);
+        self.storage()
+            .upsert(&key, &encode(&MessageRecord::of(&msg, Some(before))))
+            .await?;
+        match self.inner.sse.dispatch(listener_id, msg) {
+            Ok(()) => {
+                if let Some(p) = self.progress().get_mut(listener_id) {
+                    p.next_dispatch = n + 1;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self.storage().delete(&key).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// A stored listener's events; what it reads is recorded.
+    pub fn message_stream(&self, listener_id: &str) -> Result<PersistentStream> {
+        self.message_stream_resuming(listener_id, None)
+    }
+
+    /// A stored listener's events after `last_event_id` (see
+    /// [`SseChannel::subscribe`]); what it reads is recorded.
+    pub fn message_stream_resuming(
+        &self,
+        listener_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<PersistentStream> {
+        if !self.progress().contains_key(listener_id) {
+            return Err(eric_core::Error::InvalidListener {
+                listener_id: listener_id.to_owned(),
+            }
+            .into());
+        }
+        let stream = self
+            .inner
+            .sse
+            .message_stream_resuming(listener_id, last_event_id)?;
+        Ok(PersistentStream {
+            inner: Arc::clone(&self.inner),
+            stream,
+        })
+    }
+
+    /// A new listener of this process alone (not stored) and its events: what a
+    /// browser's `EventSource` connects to.
+    pub fn subscribe(&self, last_event_id: Option<&str>) -> Result<SseStream> {
+        Ok(self.inner.sse.subscribe(last_event_id)?)
+    }
+
+    /// Waits until every read so far is recorded in the storage.
+    pub async fn flush(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.inner.acks.send(Ack::Flush(done)).map_err(|_| {
+            Error::Core(eric_core::Error::ChannelClosed {
+                channel_id: self.id().to_owned(),
+            })
+        })?;
+        wait.await.unwrap_or(Ok(()))
+    }
+
+    /// Closes the channel in memory: streams end. What is stored stays (delete it
+    /// through the repository).
+    pub fn close(&self) {
+        self.inner.sse.close();
+    }
+}
+
+impl fmt::Debug for PersistentSseChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistentSseChannel")
+            .field("id", &self.id())
+            .field("listeners", &self.progress().len())
+            .finish()
+    }
+}
+
+/// A stored listener's events; each one read is recorded in the background.
+#[must_use = "streams do nothing unless polled"]
+pub struct PersistentStream {
+    inner: Arc<Inner>,
+    stream: SseStream,
+}
+
+impl PersistentStream {
+    /// The listener this stream reads.
+    pub fn listener_id(&self) -> &str {
+        self.stream.listener_id()
+    }
+
+    fn record_read(&self, event: &SseEvent) {
+        let adapter = self.inner.sse.adapter();
+        let id = self.listener_id();
+        let mut progress = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(p) = progress.get_mut(id) else {
+            return;
+        };
+        match event
+            .id()
+            .and_then(|event_id| adapter.parse_event_id(event_id))
+        {
+            Some(seq) => p.cursor = p.cursor.max(seq + 1),
+            None => p.dispatches_read += 1,
+        }
+        drop(progress);
+        let _ = self.inner.acks.send(Ack::Read(id.to_owned()));
+    }
+}
+
+impl Stream for PersistentStream {
+    type Item = Result<SseEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                self.record_read(&event);
+                Poll::Ready(Some(Ok(event)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for PersistentStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistentStream")
+            .field("channel_id", &self.inner.sse.id())
+            .field("listener_id", &self.listener_id())
+            .finish()
+    }
+}
+
+/// Records what listeners read, batched: their records, the dispatches they consumed,
+/// and the log entries nobody needs any more. Retries while the storage is away.
+async fn record_reads(
+    inner: std::sync::Weak<Inner>,
+    mut incoming: mpsc::UnboundedReceiver<Ack>,
+    stored_log_from: u64,
+) {
+    let mut dirty: HashSet<String> = HashSet::new();
+    let mut trimmed_below = stored_log_from;
+    while let Some(first) = incoming.recv().await {
+        let mut flushes = Vec::new();
+        let mut take = |ack: Ack, dirty: &mut HashSet<String>| match ack {
+            Ack::Read(listener) => {
+                dirty.insert(listener);
+            }
+            Ack::Flush(done) => flushes.push(done),
+        };
+        take(first, &mut dirty);
+        while let Ok(ack) = incoming.try_recv() {
+            take(ack, &mut dirty);
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let outcome = write_progress(&inner, &dirty, &mut trimmed_below).await;
+        match &outcome {
+            Ok(()) => dirty.clear(),
+            // Keep what is dirty; try again shortly (the storage may be restarting).
+            Err(_) => {
+                tokio::spawn({
+                    let retry = inner.acks.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let (done, _) = oneshot::channel();
+                        let _ = retry.send(Ack::Flush(done));
+                    }
+                });
+            }
+        }
+        for done in flushes {
+            let _ = done.send(match &outcome {
+                Ok(()) => Ok(()),
+                Err(err) => Err(Error::Storage {
+                    operation: "record reads",
+                    key: inner.keys.channel(),
+                    source: err.to_string().into(),
+                }),
+            });
+        }
+    }
+}
+
+async fn write_progress(
+    inner: &Inner,
+    dirty: &HashSet<String>,
+    trimmed_below: &mut u64,
+) -> Result<()> {
+    let storage = &inner.keys.storage;
+    let snapshot: Vec<(String, Progress)> = {
+        let progress = inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dirty
+            .iter()
+            .filter_map(|id| progress.get(id).map(|p| (id.clone(), *p)))
+            .collect()
+    };
+    let mut records = Vec::with_capacity(snapshot.len());
+    let mut consumed = Vec::new();
+    for (id, p) in &snapshot {
+        let record = ListenerRecord {
+            v: RECORD_VERSION,
+            id: id.clone(),
+            cursor: p.cursor,
+            dispatches_read: p.dispatches_read,
+        };
+        records.push((inner.keys.listener(id), encode(&record)));
+        consumed.extend(
+            (p.dispatches_stored_read..p.dispatches_read).map(|n| inner.keys.queue_entry(id, n)),
+        );
+    }
+    storage.upsert_many(&records).await?;
+    storage.delete_many(&consumed).await?;
+    {
+        let mut progress = inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, p) in &snapshot {
+            if let Some(current) = progress.get_mut(id) {
+                current.dispatches_stored_read =
+                    current.dispatches_stored_read.max(p.dispatches_read);
+            }
+        }
+    }
+    trim_log(inner, trimmed_below).await
+}
+
+/// Deletes log entries below every stored listener's cursor and the replay window.
+async fn trim_log(inner: &Inner, trimmed_below: &mut u64) -> Result<()> {
+    let channel = inner.sse.channel();
+    let head = channel.next_seq();
+    let min_cursor = {
+        let progress = inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        progress.values().map(|p| p.cursor).min().unwrap_or(head)
+    };
+    let keep_from = min_cursor.min(head.saturating_sub(inner.record.replay as u64));
+    if keep_from <= *trimmed_below {
+        return Ok(());
+    }
+    let doomed: Vec<String> = (*trimmed_below..keep_from)
+        .map(|seq| inner.keys.log_entry(seq))
+        .collect();
+    inner.keys.storage.delete_many(&doomed).await?;
+    // Remember how far ids went, in case every entry is trimmed away.
+    let mut record = inner.record.clone();
+    record.next_seq = head;
+    inner
+        .keys
+        .storage
+        .upsert(&inner.keys.channel(), &encode(&record))
+        .await?;
+    *trimmed_below = keep_from;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! What is stored: versioned JSON records.
+
+use eric_core::{Message, OverflowPolicy, SignedMessage, UniqueMessage};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The version of the records this eric writes, and the newest it reads.
+pub const RECORD_VERSION: u64 = 1;
+
+/// A stored SSE channel: its settings and how its event ids go on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// Record version.
+    pub v: u64,
+    /// The channel id.
+    pub id: String,
+    /// The epoch of its event ids.
+    pub epoch: String,
+    /// Reconnection time sent with events.
+    pub retry_ms: u64,
+    /// Broadcasts kept for resuming clients.
+    pub replay: usize,
+    /// Per-listener bound, if any.
+    pub capacity: Option<usize>,
+    /// Overflow policy: `reject`, `drop_oldest` or `disconnect`.
+    pub overflow: String,
+    /// A lower bound of the next broadcast's sequence number, for when every stored
+    /// broadcast was trimmed away.
+    #[serde(default)]
+    pub next_seq: u64,
+}
+
+/// A stored listener and how far it has read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRecord {
+    /// Record version.
+    pub v: u64,
+    /// The listener id.
+    pub id: String,
+    /// The next broadcast it reads.
+    pub cursor: u64,
+    /// How many of its dispatches it has read (they are numbered from 0).
+    pub dispatches_read: u64,
+}
+
+/// A stored message: a broadcast in a channel's log or a dispatch in a listener's
+/// queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Record version.
+    pub v: u64,
+    /// The message type.
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// The payload.
+    pub payload: Value,
+    /// The sender, for signed messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
+    /// The own id, for unique messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// For dispatches: how many broadcasts came before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcasts_before: Option<u64>,
+}
+
+impl MessageRecord {
+    /// The record of `msg`.
+    pub fn of(msg: &Message, broadcasts_before: Option<u64>) -> Self {
+        MessageRecord {
+            v: RECORD_VERSION,
+            message_type: msg.message_type().to_owned(),
+            payload: msg.payload().clone(),
+            sender_id: msg.sender_id().map(str::to_owned),
+            id: msg.id().map(str::to_owned),
+            broadcasts_before,
+        }
+    }
+
+    /// The message again.
+    pub fn to_message(&self) -> Message {
+        match (&self.sender_id, &self.id) {
+            (Some(sender), Some(id)) => UniqueMessage::with_id(
+                id.clone(),
+                sender.clone(),
+                self.message_type.clone(),
+                self.payload.clone(),
+            )
+            .into(),
+            (Some(sender), None) => SignedMessage::new(
+                sender.clone(),
+                self.message_type.clone(),
+                self.payload.clone(),
+            )
+            .into(),
+            _ => Message::new(self.message_type.clone(), self.payload.clone()),
+        }
+    }
+}
+
+pub(crate) fn overflow_name(policy: OverflowPolicy) -> &'static str {
+    match policy {
+        OverflowPolicy::DropOldest => "drop_oldest",
+        OverflowPolicy::Disconnect => "disconnect",
+        _ => "reject",
+    }
+}
+
+pub(crate) fn overflow_policy(name: &str) -> OverflowPolicy {
+    match name {
+        "drop_oldest" => OverflowPolicy::DropOldest,
+        "disconnect" => OverflowPolicy::Disconnect,
+        _ => OverflowPolicy::Reject,
+    }
+}
+
+/// Encodes a record as stored JSON.
+pub(crate) fn encode<T: Serialize>(record: &T) -> Value {
+    // Records are plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_value(record).unwrap_or(Value::Null)
+}
+
+/// Decodes a stored value, checking its version first.
+pub fn decode<T: DeserializeOwned>(key: &str, value: Value) -> Result<T> {
+    let version = value
+        .get("v")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Error::Corrupt {
+            key: key.to_owned(),
+            reason: "no version field \"v\"".to_owned(),
+        })?;
+    if version > RECORD_VERSION {
+        return Err(Error::Version {
+            key: key.to_owned(),
+            found: version,
+            supported: RECORD_VERSION,
+        });
+    }
+    serde_json::from_value(value).map_err(|err| Error::Corrupt {
+        key: key.to_owned(),
+        reason: err.to_string(),
+    })
+}
