@@ -1,0 +1,319 @@
+//! Stored channels survive a restart, ids cannot reach each other's keys, and a Redis
+//! that dies mid-broadcast gives errors, not hangs, and is used again once it is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eric_core::Message;
+use eric_persistence::{
+    ChannelSettings, Error, InMemoryStorage, KvStorage, PersistentSseChannel, RedisStorage,
+    SseChannelRepository,
+};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::json;
+use support::RedisServer;
+
+/// Every event the stream has ready now, as (type, data).
+fn ready(stream: &mut eric_persistence::PersistentStream) -> Vec<(String, String)> {
+    std::iter::from_fn(|| stream.next().now_or_never().flatten())
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.event().unwrap_or("message").to_owned(),
+                e.data().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn find(channels: &[PersistentSseChannel], id: &str) -> PersistentSseChannel {
+    channels.iter().find(|c| c.id() == id).cloned().unwrap()
+}
+
+async fn restart_keeps_everything(
+    storage: Arc<dyn KvStorage>,
+    fresh: impl AsyncFn() -> Arc<dyn KvStorage>,
+) {
+    let (reader, idle, old_epoch);
+    {
+        let repository = SseChannelRepository::from_arc(Arc::clone(&storage));
+        let news = repository
+            .create(ChannelSettings::with_id("news"))
+            .await
+            .unwrap();
+        let _other = repository
+            .create(ChannelSettings::with_id("other"))
+            .await
+            .unwrap();
+        old_epoch = news.record().epoch.clone();
+        reader = news.add_listener().await.unwrap();
+        idle = news.add_listener().await.unwrap();
+        for n in 0..3 {
+            news.broadcast(Message::new("b", n)).await.unwrap();
+        }
+        news.dispatch(&reader, Message::new("d", "to reader"))
+            .await
+            .unwrap();
+        news.broadcast(Message::new("b", 3)).await.unwrap();
+        news.dispatch(&idle, Message::new("d", "to idle"))
+            .await
+            .unwrap();
+
+        // reader reads the first two broadcasts before the "crash".
+        let mut stream = news.message_stream(&reader).unwrap();
+        for _ in 0..2 {
+            stream.next().await.unwrap().unwrap();
+        }
+        news.flush().await.unwrap();
+        // Everything in memory goes: channels, streams, repository.
+    }
+    drop(storage);
+
+    let repository = SseChannelRepository::from_arc(fresh().await);
+    let channels = repository.load_all().await.unwrap();
+    let mut ids: Vec<_> = channels.iter().map(|c| c.id().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["news", "other"]);
+    let news = find(&channels, "news").await;
+    assert_eq!(
+        news.record().epoch,
+        old_epoch,
+        "event ids go on in the same epoch"
+    );
+
+    let mut stream = news.message_stream(&reader).unwrap();
+    assert_eq!(
+        ready(&mut stream),
+        [
+            ("b".into(), "2".into()),
+            ("d".into(), "\"to reader\"".into()),
+            ("b".into(), "3".into()),
+        ],
+        "reader resumes after what it read, in the order sent"
+    );
+    let mut stream = news.message_stream(&idle).unwrap();
+    let idle_got: Vec<_> = ready(&mut stream).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(idle_got, ["0", "1", "2", "3", "\"to idle\""]);
+
+    // New broadcasts carry on the sequence.
+    let report = news.broadcast(Message::new("b", 4)).await.unwrap();
+    assert_eq!(report.seq, 4);
+}
+
+#[tokio::test]
+async fn a_restart_on_redis_keeps_channels_listeners_and_unread_messages() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&url).await.unwrap());
+    restart_keeps_everything(storage, async || {
+        Arc::new(RedisStorage::connect(&url).await.unwrap()) as Arc<dyn KvStorage>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restart_on_the_in_memory_storage_keeps_them_too() {
+    let storage: Arc<dyn KvStorage> = Arc::new(InMemoryStorage::new());
+    let same = Arc::clone(&storage);
+    restart_keeps_everything(storage, async || Arc::clone(&same)).await;
+}
+
+#[tokio::test]
+async fn read_messages_and_trimmed_log_entries_leave_the_storage() {
+    let server = RedisServer::start();
+    let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&server.url()).await.unwrap());
+    let repository = SseChannelRepository::from_arc(Arc::clone(&storage));
+    let settings: ChannelSettings =
+        serde_json::from_value(json!({"id": "c", "replay": 0})).unwrap();
+    let channel = repository.create(settings).await.unwrap();
+    let listener = channel.add_listener().await.unwrap();
+    for n in 0..200 {
+        channel.broadcast(Message::new("b", n)).await.unwrap();
+        channel
+            .dispatch(&listener, Message::new("d", n))
+            .await
+            .unwrap();
+    }
+    let prefix = storage.keys().prefix().to_owned();
+    assert!(storage.fetch_by_prefix(&prefix).await.unwrap().len() > 400);
+    let mut stream = channel.message_stream(&listener).unwrap();
+    assert_eq!(ready(&mut stream).len(), 400);
+    channel.flush().await.unwrap();
+    let left = storage.fetch_by_prefix(&prefix).await.unwrap();
+    let left: Vec<_> = left.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        left,
+        ["eric:channel:c", &format!("eric:listener:c:{listener}")]
+    );
+}
+
+const ADVERSARIAL: &[&str] = &[
+    "*",
+    "?",
+    "[",
+    "[a-z]",
+    ":",
+    "a:b",
+    "\\",
+    "%2A",
+    "🦀 ünï",
+    "x",
+];
+
+#[tokio::test]
+async fn adversarial_ids_cannot_touch_other_keys() {
+    let server = RedisServer::start();
+    let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&server.url()).await.unwrap());
+    let repository = SseChannelRepository::from_arc(Arc::clone(&storage));
+    let long = "L".repeat(1024);
+    let mut ids: Vec<&str> = ADVERSARIAL.to_vec();
+    ids.push(&long);
+    for id in &ids {
+        let channel = repository
+            .create(ChannelSettings::with_id(*id))
+            .await
+            .unwrap();
+        let listener = channel.add_listener().await.unwrap();
+        channel.broadcast(Message::new("owner", *id)).await.unwrap();
+        channel
+            .dispatch(&listener, Message::new("owner", *id))
+            .await
+            .unwrap();
+    }
+    // Deleting the channel "*" (and ":" and "[") removes exactly its own keys.
+    for doomed in ["*", ":", "["] {
+        repository.delete(doomed).await.unwrap();
+    }
+    let survivors = repository.load_all().await.unwrap();
+    let mut left: Vec<String> = survivors.iter().map(|c| c.id().to_owned()).collect();
+    left.sort();
+    let mut expected: Vec<String> = ids
+        .iter()
+        .filter(|id| !["*", ":", "["].contains(id))
+        .map(|id| (*id).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    // Each survivor still has exactly its own broadcast and dispatch.
+    for channel in &survivors {
+        let listener = channel.sse().channel().get_connections()[0].id().to_owned();
+        let mut stream = channel.message_stream(&listener).unwrap();
+        let got = ready(&mut stream);
+        let own = serde_json::to_string(channel.id()).unwrap();
+        assert_eq!(
+            got,
+            [("owner".to_owned(), own.clone()), ("owner".to_owned(), own)],
+            "{}",
+            channel.id()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redis_killed_during_broadcasts_gives_errors_and_is_used_again_when_back() {
+    let mut server = RedisServer::start();
+    let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&server.url()).await.unwrap());
+    let repository = SseChannelRepository::from_arc(Arc::clone(&storage));
+    let channel = repository
+        .create(ChannelSettings::with_id("live"))
+        .await
+        .unwrap();
+    let listener = channel.add_listener().await.unwrap();
+    let mut stream = channel.message_stream(&listener).unwrap();
+
+    let producer = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (Vec::new(), 0);
+            for n in 0..400u64 {
+                // Never a hang: each call returns within the client's timeouts.
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    channel.broadcast(Message::new("n", n)),
+                )
+                .await
+                .expect("a broadcast hung while Redis was down");
+                match outcome {
+                    Ok(_) => ok.push(n),
+                    Err(Error::Storage { operation, .. }) => {
+                        assert_eq!(operation, "upsert");
+                        failed += 1;
+                    }
+                    Err(other) => panic!("unexpected {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    let (ok, failed) = producer.await.unwrap();
+    assert!(failed > 0, "the kill must have been noticed");
+
+    // Every acknowledged broadcast was delivered, in order; no refused one was.
+    let delivered: Vec<u64> = std::iter::from_fn(|| stream.next().now_or_never().flatten())
+        .map(|e| e.unwrap().data().parse().unwrap())
+        .collect();
+    assert_eq!(delivered, ok);
+
+    // The same handles work again, without restarting anything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match channel.broadcast(Message::new("n", "after")).await {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("Redis is back but the channel still fails: {err}"),
+        }
+    }
+    assert!(storage.fetch_one(&storage.keys().key(&["x"])).await.is_ok());
+}
+
+#[tokio::test]
+async fn records_from_a_newer_eric_or_not_from_eric_are_typed_errors() {
+    let storage = Arc::new(InMemoryStorage::new());
+    let repository = SseChannelRepository::from_arc(storage.clone());
+    repository
+        .create(ChannelSettings::with_id("fine"))
+        .await
+        .unwrap();
+    let key = storage.keys().key(&["channel", "future"]);
+    storage
+        .upsert(&key, &json!({"v": 99, "id": "future"}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        repository.load("future").await,
+        Err(Error::Version { found: 99, .. })
+    ));
+    storage
+        .upsert(&key, &json!({"v": 1, "id": 7}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        repository.load("future").await,
+        Err(Error::Corrupt { .. })
+    ));
+    storage.upsert(&key, &json!("not a record")).await.unwrap();
+    assert!(matches!(
+        repository.load("future").await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        repository.load("absent").await,
+        Err(Error::ChannelNotFound { .. })
+    ));
+    assert!(repository.load("fine").await.is_ok());
+    assert!(matches!(
+        repository.create(ChannelSettings::with_id("fine")).await,
+        Err(Error::Core(eric_core::Error::DuplicateChannel { .. }))
+    ));
+}
