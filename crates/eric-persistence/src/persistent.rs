@@ -95,10 +95,33 @@ pub(crate) struct Inner {
     pub(crate) sse: SseChannel,
     pub(crate) keys: ChannelKeys,
     pub(crate) record: ChannelRecord,
-    // Journal writes and the in-memory operation they stand for happen in one order.
-    writes: tokio::sync::Mutex<()>,
+    // Every write goes through the channel's writer task, which stores a batch in one
+    // round trip and then applies it in memory, in order (group commit).
+    requests: mpsc::UnboundedSender<Request>,
     pub(crate) progress: Mutex<HashMap<String, Progress>>,
     acks: mpsc::UnboundedSender<Ack>,
+}
+
+/// Writes one round trip takes at most.
+const MAX_BATCH: usize = 1024;
+
+enum Op {
+    Broadcast(Message),
+    Dispatch(String, Message),
+    AddListener,
+    RemoveListener(String),
+}
+
+enum Done {
+    Broadcast(BroadcastReport),
+    Dispatched,
+    Added(String),
+    Removed,
+}
+
+struct Request {
+    op: Op,
+    done: oneshot::Sender<Result<Done>>,
 }
 
 enum Ack {
@@ -133,11 +156,12 @@ impl PersistentSseChannel {
         stored_log_from: u64,
     ) -> Self {
         let (acks, incoming) = mpsc::unbounded_channel();
+        let (requests, pending) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             sse,
             keys,
             record,
-            writes: tokio::sync::Mutex::new(()),
+            requests,
             progress: Mutex::new(progress),
             acks,
         });
@@ -146,6 +170,7 @@ impl PersistentSseChannel {
             incoming,
             stored_log_from,
         ));
+        tokio::spawn(write_loop(Arc::downgrade(&inner), pending));
         PersistentSseChannel { inner }
     }
 
@@ -172,106 +197,49 @@ impl PersistentSseChannel {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn storage(&self) -> &Arc<dyn KvStorage> {
-        &self.inner.keys.storage
+    async fn request(&self, op: Op) -> Result<Done> {
+        let (done, outcome) = oneshot::channel();
+        let closed = || {
+            Error::Core(eric_core::Error::ChannelClosed {
+                channel_id: self.id().to_owned(),
+            })
+        };
+        self.inner
+            .requests
+            .send(Request { op, done })
+            .map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
     }
 
     /// Adds a listener, stored; returns its id.
     pub async fn add_listener(&self) -> Result<String> {
-        let _writes = self.inner.writes.lock().await;
-        let listener = self.inner.sse.add_listener()?;
-        let id = listener.id().to_owned();
-        let cursor = self.inner.sse.channel().get_connection(&id)?.position();
-        let record = ListenerRecord {
-            v: RECORD_VERSION,
-            id: id.clone(),
-            cursor,
-            dispatches_read: 0,
-        };
-        if let Err(err) = self
-            .storage()
-            .upsert(&self.inner.keys.listener(&id), &encode(&record))
-            .await
-        {
-            let _ = self.inner.sse.remove_listener(&id);
-            return Err(err);
+        match self.request(Op::AddListener).await? {
+            Done::Added(id) => Ok(id),
+            _ => unreachable!("the writer answers AddListener with Added"),
         }
-        self.progress().insert(
-            id.clone(),
-            Progress {
-                cursor,
-                ..Progress::default()
-            },
-        );
-        Ok(id)
     }
 
     /// Removes a listener and everything stored for it; its stream ends.
     pub async fn remove_listener(&self, listener_id: &str) -> Result<()> {
-        let _writes = self.inner.writes.lock().await;
-        self.inner.sse.channel().get_connection(listener_id)?;
-        let keys = &self.inner.keys;
-        let mut doomed: Vec<String> = self
-            .storage()
-            .fetch_by_prefix(&keys.queue(listener_id))
-            .await?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
-        doomed.push(keys.listener(listener_id));
-        self.storage().delete_many(&doomed).await?;
-        self.progress().remove(listener_id);
-        self.inner.sse.remove_listener(listener_id)?;
-        Ok(())
+        self.request(Op::RemoveListener(listener_id.to_owned()))
+            .await
+            .map(|_| ())
     }
 
-    /// Sends `msg` to every listener: stored (one write), then delivered.
+    /// Sends `msg` to every listener: stored (one write, batched with the writes of
+    /// other producers), then delivered.
     pub async fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
-        let msg = msg.into();
-        let _writes = self.inner.writes.lock().await;
-        let seq = self.inner.sse.channel().next_seq();
-        let key = self.inner.keys.log_entry(seq);
-        self.storage()
-            .upsert(&key, &encode(&MessageRecord::of(&msg, None)))
-            .await?;
-        match self.inner.sse.broadcast(msg) {
-            Ok(report) => Ok(report),
-            Err(err) => {
-                // Refused in memory (closed, full, bad type): take the entry back.
-                let _ = self.storage().delete(&key).await;
-                Err(err.into())
-            }
+        match self.request(Op::Broadcast(msg.into())).await? {
+            Done::Broadcast(report) => Ok(report),
+            _ => unreachable!("the writer answers Broadcast with Broadcast"),
         }
     }
 
     /// Sends `msg` to one listener: stored, then delivered.
     pub async fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
-        let msg = msg.into();
-        let _writes = self.inner.writes.lock().await;
-        let n = self
-            .progress()
-            .get(listener_id)
-            .map(|p| p.next_dispatch)
-            .ok_or_else(|| eric_core::Error::InvalidListener {
-                listener_id: listener_id.to_owned(),
-            })?;
-        let before = self.inner.sse.channel().next_seq();
-        let key = self.inner.keys.queue_entry(listener_id, n);
-        self.storage()
-            .upsert(&key, &encode(&MessageRecord::of(&msg, Some(before))))
-            .await?;
-        match self.inner.sse.dispatch(listener_id, msg) {
-            Ok(()) => {
-                if let Some(p) = self.progress().get_mut(listener_id) {
-                    p.next_dispatch = n + 1;
-                }
-                Ok(())
-            }
-            Err(err) => {
-                let _ = self.storage().delete(&key).await;
-                Err(err.into())
-            }
-        }
+        self.request(Op::Dispatch(listener_id.to_owned(), msg.into()))
+            .await
+            .map(|_| ())
     }
 
     /// A stored listener's events; what it reads is recorded.
@@ -394,6 +362,220 @@ impl fmt::Debug for PersistentStream {
             .field("listener_id", &self.listener_id())
             .finish()
     }
+}
+
+/// The channel's writer: takes the requests waiting, stores runs of broadcasts and
+/// dispatches in one round trip each, applies them in memory in order, and answers.
+async fn write_loop(inner: std::sync::Weak<Inner>, mut pending: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let mut run = Vec::new();
+        for request in batch {
+            match request.op {
+                Op::Broadcast(_) | Op::Dispatch(..) => run.push(request),
+                Op::AddListener | Op::RemoveListener(_) => {
+                    write_messages(&inner, std::mem::take(&mut run)).await;
+                    let outcome = match request.op {
+                        Op::AddListener => add_listener(&inner).await,
+                        Op::RemoveListener(id) => remove_listener(&inner, &id).await,
+                        _ => continue,
+                    };
+                    let _ = request.done.send(outcome);
+                }
+            }
+        }
+        write_messages(&inner, run).await;
+    }
+}
+
+/// A planned write: its key, and what applying it in memory does.
+struct Planned {
+    key: String,
+    request: Request,
+}
+
+/// Stores a run of broadcasts and dispatches in one round trip, then applies them in
+/// memory in order. If memory refuses one (closed, full, a bad type), its stored entry
+/// and every later one are taken back, and the later ones are planned again, so that
+/// sequence numbers and dispatch numbers stay without gaps.
+async fn write_messages(inner: &Inner, mut run: Vec<Request>) {
+    while !run.is_empty() {
+        let channel = inner.sse.channel();
+        let head = channel.next_seq();
+        let mut broadcasts = 0;
+        let mut next_dispatch: HashMap<String, u64> = HashMap::new();
+        let mut planned = Vec::with_capacity(run.len());
+        let mut entries = Vec::with_capacity(run.len());
+        for request in run.drain(..) {
+            let (key, record) = match &request.op {
+                Op::Broadcast(msg) => {
+                    if let Err(err) = check(inner, msg) {
+                        let _ = request.done.send(Err(err));
+                        continue;
+                    }
+                    let seq = head + broadcasts;
+                    broadcasts += 1;
+                    (inner.keys.log_entry(seq), MessageRecord::of(msg, None))
+                }
+                Op::Dispatch(listener, msg) => {
+                    let stored = inner
+                        .progress
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(listener)
+                        .map(|p| p.next_dispatch);
+                    let Some(stored) = stored else {
+                        let _ = request.done.send(Err(eric_core::Error::InvalidListener {
+                            listener_id: listener.clone(),
+                        }
+                        .into()));
+                        continue;
+                    };
+                    if let Err(err) = check(inner, msg) {
+                        let _ = request.done.send(Err(err));
+                        continue;
+                    }
+                    let n = next_dispatch.entry(listener.clone()).or_insert(stored);
+                    let key = inner.keys.queue_entry(listener, *n);
+                    *n += 1;
+                    (key, MessageRecord::of(msg, Some(head + broadcasts)))
+                }
+                _ => continue,
+            };
+            entries.push((key.clone(), encode(&record)));
+            planned.push(Planned { key, request });
+        }
+        if planned.is_empty() {
+            return;
+        }
+        if let Err(err) = inner.keys.storage.upsert_many(&entries).await {
+            let message = err.to_string();
+            let mut source = Some(err);
+            for p in planned {
+                let err = source.take().unwrap_or_else(|| Error::Storage {
+                    operation: "upsert_many",
+                    key: p.key.clone(),
+                    source: message.clone().into(),
+                });
+                let _ = p.request.done.send(Err(err));
+            }
+            return;
+        }
+        let mut planned = planned.into_iter();
+        while let Some(p) = planned.next() {
+            let applied = match &p.request.op {
+                Op::Broadcast(msg) => inner.sse.broadcast(msg.clone()).map(Done::Broadcast),
+                Op::Dispatch(listener, msg) => {
+                    inner.sse.dispatch(listener, msg.clone()).map(|()| {
+                        if let Some(progress) = inner
+                            .progress
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_mut(listener)
+                        {
+                            progress.next_dispatch += 1;
+                        }
+                        Done::Dispatched
+                    })
+                }
+                _ => continue,
+            };
+            match applied {
+                Ok(done) => {
+                    let _ = p.request.done.send(Ok(done));
+                }
+                Err(err) => {
+                    // Take back this entry and the later ones; plan the later ones again.
+                    let rest: Vec<Planned> = planned.collect();
+                    let mut doomed = vec![p.key.clone()];
+                    doomed.extend(rest.iter().map(|r| r.key.clone()));
+                    let _ = inner.keys.storage.delete_many(&doomed).await;
+                    let _ = p.request.done.send(Err(err.into()));
+                    run = rest.into_iter().map(|r| r.request).collect();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What memory would refuse whatever the order: a closed channel, a bad type.
+fn check(inner: &Inner, msg: &Message) -> Result<()> {
+    if inner.sse.channel().is_closed() {
+        return Err(eric_core::Error::ChannelClosed {
+            channel_id: inner.sse.id().to_owned(),
+        }
+        .into());
+    }
+    if !eric_prefabs::is_valid_event(msg.message_type()) {
+        return Err(eric_prefabs::Error::InvalidSseField {
+            field: "event",
+            value: msg.message_type().chars().take(64).collect(),
+            forbidden: "a line break (CR or LF)",
+        }
+        .into());
+    }
+    Ok(())
+}
+
+async fn add_listener(inner: &Inner) -> Result<Done> {
+    let listener = inner.sse.add_listener()?;
+    let id = listener.id().to_owned();
+    let cursor = inner.sse.channel().get_connection(&id)?.position();
+    let record = ListenerRecord {
+        v: RECORD_VERSION,
+        id: id.clone(),
+        cursor,
+        dispatches_read: 0,
+    };
+    if let Err(err) = inner
+        .keys
+        .storage
+        .upsert(&inner.keys.listener(&id), &encode(&record))
+        .await
+    {
+        let _ = inner.sse.remove_listener(&id);
+        return Err(err);
+    }
+    inner
+        .progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            id.clone(),
+            Progress {
+                cursor,
+                ..Progress::default()
+            },
+        );
+    Ok(Done::Added(id))
+}
+
+async fn remove_listener(inner: &Inner, listener_id: &str) -> Result<Done> {
+    inner.sse.channel().get_connection(listener_id)?;
+    let storage = &inner.keys.storage;
+    let mut doomed: Vec<String> = storage
+        .fetch_by_prefix(&inner.keys.queue(listener_id))
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    doomed.push(inner.keys.listener(listener_id));
+    storage.delete_many(&doomed).await?;
+    inner
+        .progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(listener_id);
+    inner.sse.remove_listener(listener_id)?;
+    Ok(Done::Removed)
 }
 
 /// Records what listeners read, batched: their records, the dispatches they consumed,

@@ -240,7 +240,7 @@ async fn a_redis_killed_during_broadcasts_gives_errors_and_is_used_again_when_ba
                 match outcome {
                     Ok(_) => ok.push(n),
                     Err(Error::Storage { operation, .. }) => {
-                        assert_eq!(operation, "upsert");
+                        assert_eq!(operation, "upsert_many");
                         failed += 1;
                     }
                     Err(other) => panic!("unexpected {other}"),
@@ -316,4 +316,81 @@ async fn records_from_a_newer_eric_or_not_from_eric_are_typed_errors() {
         repository.create(ChannelSettings::with_id("fine")).await,
         Err(Error::Core(eric_core::Error::DuplicateChannel { .. }))
     ));
+}
+
+#[tokio::test]
+async fn refusals_inside_a_batch_leave_no_gap_in_what_is_stored() {
+    let server = RedisServer::start();
+    let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&server.url()).await.unwrap());
+    let repository = SseChannelRepository::from_arc(Arc::clone(&storage));
+    let settings: ChannelSettings =
+        serde_json::from_value(json!({"id": "mixed", "capacity": 5, "overflow": "reject"}))
+            .unwrap();
+    let channel = repository.create(settings).await.unwrap();
+    let listener = channel.add_listener().await.unwrap();
+
+    // 30 writes at once: they share batches. Some types are invalid, and dispatches
+    // beyond the listener's capacity of 5 are refused.
+    let writes = (0..30u64).map(|n| {
+        let channel = channel.clone();
+        let listener = listener.clone();
+        async move {
+            match n % 3 {
+                0 => channel.broadcast(Message::new("ok", n)).await.map(|_| n),
+                1 => channel
+                    .broadcast(Message::new("bad\ntype", n))
+                    .await
+                    .map(|_| n),
+                _ => channel
+                    .dispatch(&listener, Message::new("d", n))
+                    .await
+                    .map(|_| n),
+            }
+        }
+    });
+    let outcomes = futures_util::future::join_all(writes).await;
+    let accepted: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().copied())
+        .collect();
+    // Refusals of each kind happened, in the middle of batches.
+    let refused =
+        |f: fn(&Error) -> bool| outcomes.iter().filter(|o| o.as_ref().is_err_and(f)).count();
+    assert_eq!(
+        refused(|e| matches!(
+            e,
+            Error::Prefab(eric_prefabs::Error::InvalidSseField { .. })
+        )),
+        10
+    );
+    assert!(
+        refused(|e| matches!(
+            e,
+            Error::Prefab(eric_prefabs::Error::Core(
+                eric_core::Error::QueueFull { .. }
+            ))
+        )) > 0
+    );
+    assert!(
+        refused(|e| matches!(
+            e,
+            Error::Prefab(eric_prefabs::Error::Core(
+                eric_core::Error::BroadcastRejected { .. }
+            ))
+        )) > 0
+    );
+
+    // The stored state reloads (a gap would be a Corrupt error) with exactly what was
+    // accepted.
+    drop(channel);
+    let reloaded = repository.load("mixed").await.unwrap();
+    let mut stream = reloaded.message_stream(&listener).unwrap();
+    let mut got: Vec<u64> = ready(&mut stream)
+        .iter()
+        .map(|(_, d)| d.parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    let mut expected = accepted.clone();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
 }

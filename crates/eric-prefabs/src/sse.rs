@@ -181,7 +181,7 @@ fn check_field(field: &'static str, value: &str, forbid_nul: bool) -> Result<()>
     Ok(())
 }
 
-/// Whether `value` can be an SSE `event` field.
-pub(crate) fn is_valid_event(value: &str) -> bool {
+/// Whether `value` can be an SSE `event` field (no CR or LF).
+pub fn is_valid_event(value: &str) -> bool {
     check_field("event", value, false).is_ok()
 }
