@@ -102,6 +102,9 @@ pub(crate) struct Inner {
     acks: mpsc::UnboundedSender<Ack>,
 }
 
+/// How long reads gather before they are recorded.
+const RECORD_WINDOW: Duration = Duration::from_millis(10);
+
 /// Writes one round trip takes at most.
 const MAX_BATCH: usize = 1024;
 
@@ -589,15 +592,20 @@ async fn record_reads(
     let mut trimmed_below = stored_log_from;
     while let Some(first) = incoming.recv().await {
         let mut flushes = Vec::new();
-        let mut take = |ack: Ack, dirty: &mut HashSet<String>| match ack {
+        let take = |ack: Ack, dirty: &mut HashSet<String>, flushes: &mut Vec<_>| match ack {
             Ack::Read(listener) => {
                 dirty.insert(listener);
             }
             Ack::Flush(done) => flushes.push(done),
         };
-        take(first, &mut dirty);
+        take(first, &mut dirty, &mut flushes);
+        // Reads come in bursts: let a burst gather before writing it (a flush does not
+        // wait). After a crash, at most this window is read again.
+        if flushes.is_empty() {
+            tokio::time::sleep(RECORD_WINDOW).await;
+        }
         while let Ok(ack) = incoming.try_recv() {
-            take(ack, &mut dirty);
+            take(ack, &mut dirty, &mut flushes);
         }
         let Some(inner) = inner.upgrade() else { return };
         let outcome = write_progress(&inner, &dirty, &mut trimmed_below).await;
