@@ -63,6 +63,9 @@ pub(crate) struct BroadcastLog {
     window: Option<u64>,
     /// Keep at least this many recent broadcasts for readers that resume (replay).
     retain: u64,
+    /// The first sequence number this log holds (slots before it in the first segment
+    /// were never written).
+    first: u64,
     /// 1 once the closed marker is in: it never counts against the window, so closing
     /// pushes nothing out and disconnects nobody.
     final_slack: AtomicU64,
@@ -96,6 +99,7 @@ impl BroadcastLog {
             head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
             retain: retain as u64,
+            first,
             final_slack: AtomicU64::new(0),
         }
     }
@@ -194,7 +198,7 @@ impl BroadcastLog {
     }
 
     fn oldest_in(&self, segments: &VecDeque<Arc<Segment>>, head: u64) -> u64 {
-        let base = segments.front().map_or(head, |s| s.start);
+        let base = segments.front().map_or(head, |s| s.start).max(self.first);
         match self.window() {
             Some(window) => base.max(head.saturating_sub(window)),
             None => base,
