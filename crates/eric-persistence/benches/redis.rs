@@ -246,6 +246,12 @@ fn main() {
             eric_rate / 3_500.0,
             piped.as_secs_f64() / many.as_secs_f64()
         );
+        let memory: Arc<dyn KvStorage> = Arc::new(eric_persistence::InMemoryStorage::new());
+        let in_memory = eric_dispatch_deliver(memory, n, PRODUCERS).await;
+        println!(
+            "| eric on InMemoryStorage, {PRODUCERS} producers | {} | the same path with no Redis: what eric's own hand-offs cost |",
+            rate(n, in_memory)
+        );
         if let Some(line) = redis_benchmark(port) {
             println!("| reference: redis-benchmark -t set -P 16 | {line} | |");
         }
