@@ -409,6 +409,14 @@ impl SseChannel {
     }
 }
 
+impl From<Channel<SseAdapter>> for SseChannel {
+    /// The SSE view of a core channel with an SSE adapter (one kept in a
+    /// [`ChannelContainer`](eric_core::ChannelContainer), say).
+    fn from(channel: Channel<SseAdapter>) -> Self {
+        SseChannel { channel }
+    }
+}
+
 fn checked(msg: Message) -> Result<Message> {
     if is_valid_event(msg.message_type()) {
         Ok(msg)

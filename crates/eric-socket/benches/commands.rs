@@ -1,0 +1,2 @@
+//! Placeholder until the commands benchmark lands.
+fn main() {}

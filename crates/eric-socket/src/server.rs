@@ -1,0 +1,425 @@
+//! The socket server: eric-sse's controller protocol on a Unix socket.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eric_core::ChannelContainer;
+use eric_prefabs::{SseAdapter, SseChannel, SseEvent};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::protocol::{ErrorReply, Request, Verb, parse_request, stream_line};
+
+/// The reply to a successful command with nothing to return.
+pub const ACK: &str = "ack";
+
+/// Limits and timings of a [`SocketServer`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SocketServerConfig {
+    /// The largest request accepted, in bytes (default 1 MiB).
+    pub max_request_bytes: usize,
+    /// How long a client has to send its whole request (default 10 s).
+    pub request_timeout: Duration,
+    /// How long shutdown waits for streams to finish writing (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SocketServerConfig {
+    fn default() -> Self {
+        SocketServerConfig {
+            max_request_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SocketServerConfig {
+    /// Sets the largest request accepted.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a client has to send its request.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+/// What the server's connections share.
+struct State {
+    channels: ChannelContainer<SseAdapter>,
+    active_streams: AtomicUsize,
+    config: SocketServerConfig,
+}
+
+/// A handle on a running server's state, for observing it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<State>,
+}
+
+impl ServerHandle {
+    /// Streams (`l` and `w`) open now.
+    pub fn active_streams(&self) -> usize {
+        self.state.active_streams.load(Ordering::Acquire)
+    }
+
+    /// The channels.
+    pub fn channels(&self) -> &ChannelContainer<SseAdapter> {
+        &self.state.channels
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("channels", &self.state.channels.len())
+            .field("active_streams", &self.active_streams())
+            .finish()
+    }
+}
+
+/// eric-sse's `SocketServer` on a Unix socket: one JSON request per connection, then
+/// EOF; a reply (`ack`, an id, or an error named as eric-sse names it), or for `l` and
+/// `w` a stream of JSON lines. Python's `SocketClient` works against it unchanged.
+///
+/// Unlike the original: a stream ends, and its resources go, when the client goes
+/// away; removing a listener ends its stream; shutdown closes streams with the closed
+/// message and removes the socket file; a stale socket file is replaced, a live one
+/// is not; the socket file is 0600; requests are limited in size and time.
+pub struct SocketServer {
+    listener: UnixListener,
+    path: PathBuf,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for SocketServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketServer")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SocketServer {
+    /// Binds to `path` with the default limits.
+    pub async fn bind(path: impl AsRef<Path>) -> Result<Self> {
+        Self::bind_with(path, SocketServerConfig::default()).await
+    }
+
+    /// Binds to `path`: replaces a stale socket file left by a crashed server, refuses
+    /// if a server answers there or if the path is not a socket.
+    pub async fn bind_with(path: impl AsRef<Path>, config: SocketServerConfig) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        if let Ok(metadata) = std::fs::symlink_metadata(&path) {
+            if !metadata.file_type().is_socket() {
+                return Err(Error::NotASocket { path });
+            }
+            match UnixStream::connect(&path).await {
+                Ok(_) => return Err(Error::InUse { path }),
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(?path, "replacing a stale socket file");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io("remove stale socket", &path, e))?;
+                }
+                Err(err) => return Err(Error::io("probe existing socket", &path, err)),
+            }
+        }
+        // Bind under a temporary name, restrict it, then move it into place: the socket
+        // is never reachable with looser permissions.
+        let staging = staging_path(&path);
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(|e| Error::io("bind", &staging, e))?;
+        let restricted = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&staging, &path));
+        if let Err(err) = restricted {
+            let _ = std::fs::remove_file(&staging);
+            return Err(Error::io("secure and place the socket", &path, err));
+        }
+        Ok(SocketServer {
+            listener,
+            path,
+            state: Arc::new(State {
+                channels: ChannelContainer::new(),
+                active_streams: AtomicUsize::new(0),
+                config,
+            }),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A handle for observing the server while it runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting,
+    /// closes every channel (open streams get the closed message and end), waits for
+    /// them (up to the grace period), and removes the socket file.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let (stop, stopping) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let state = Arc::clone(&self.state);
+                        let stopping = stopping.clone();
+                        connections.spawn(serve_connection(stream, state, stopping));
+                    }
+                    // A client that vanished during accept, or fds exhausted for a moment:
+                    // log and go on; the server must survive any client.
+                    Err(err) => {
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        tracing::info!(path = ?self.path, "shutting down");
+        let _ = stop.send(true);
+        for id in self.state.channels.ids() {
+            if let Ok(channel) = self.state.channels.get(&id) {
+                channel.close();
+            }
+        }
+        let grace = self.state.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.abort_all();
+        }
+        std::fs::remove_file(&self.path).map_err(|e| Error::io("remove socket", &self.path, e))
+    }
+
+    /// Serves until the process is told to stop (never returns otherwise).
+    pub async fn run(self) -> Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+}
+
+fn staging_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.binding", std::process::id()))
+}
+
+/// One connection: read the request (bounded in size and time), answer it.
+async fn serve_connection(
+    mut stream: UnixStream,
+    state: Arc<State>,
+    stopping: watch::Receiver<bool>,
+) {
+    let config = &state.config;
+    let request = match tokio::time::timeout(
+        config.request_timeout,
+        read_request(&mut stream, config.max_request_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => parse_request(&bytes),
+        Ok(Err(reply)) => Err(reply),
+        Err(_) => Err(ErrorReply::format(format!(
+            "no complete request (JSON, then EOF) within {:?}",
+            config.request_timeout
+        ))),
+    };
+    let outcome = match request {
+        Ok(request) if request.verb.streams() => {
+            stream_to(&mut stream, &state, &request, stopping).await
+        }
+        Ok(request) => {
+            let reply = match execute(&state, &request) {
+                Ok(reply) => reply,
+                Err(err) => err.to_string(),
+            };
+            stream.write_all(reply.as_bytes()).await
+        }
+        Err(err) => stream.write_all(err.to_string().as_bytes()).await,
+    };
+    if let Err(err) = outcome {
+        tracing::debug!(%err, "client went away");
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Reads until EOF; refuses more than `limit` bytes.
+async fn read_request(stream: &mut UnixStream, limit: usize) -> Result<Vec<u8>, ErrorReply> {
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|err| ErrorReply::format(format!("reading the request failed: {err}")))?;
+        if n == 0 {
+            return Ok(request);
+        }
+        if request.len() + n > limit {
+            return Err(ErrorReply::format(format!(
+                "request larger than {limit} bytes"
+            )));
+        }
+        request.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn channel(state: &State, request: &Request) -> Result<SseChannel, ErrorReply> {
+    let id = request.channel_id.as_deref().unwrap_or_default();
+    Ok(state.channels.get(id)?.into())
+}
+
+fn receiver(request: &Request) -> Result<&str, ErrorReply> {
+    request
+        .receiver_id
+        .as_deref()
+        .ok_or_else(|| ErrorReply::format("missing receiver 'r'"))
+}
+
+/// The commands with one reply.
+fn execute(state: &State, request: &Request) -> Result<String, ErrorReply> {
+    Ok(match request.verb {
+        Verb::CreateChannel => {
+            let created = SseChannel::new();
+            state.channels.register(created.channel().clone())?;
+            created.id().to_owned()
+        }
+        Verb::Register => channel(state, request)?.add_listener()?.id().to_owned(),
+        Verb::Dispatch | Verb::Broadcast => {
+            let channel = channel(state, request)?;
+            let Some(message) = request.message.clone() else {
+                return Err(ErrorReply::format("missing message type 't'"));
+            };
+            if request.verb == Verb::Dispatch {
+                channel.dispatch(receiver(request)?, message)?;
+            } else {
+                channel.broadcast(message)?;
+            }
+            ACK.to_owned()
+        }
+        Verb::RemoveListener => {
+            channel(state, request)?.remove_listener(receiver(request)?)?;
+            ACK.to_owned()
+        }
+        Verb::RemoveChannel => {
+            state
+                .channels
+                .rm(request.channel_id.as_deref().unwrap_or_default())?;
+            ACK.to_owned()
+        }
+        Verb::Listen | Verb::Watch => return Err(ErrorReply::format("a stream verb")),
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
+
+/// The stream verbs: one JSON line per message until the stream ends, the client goes
+/// away, or the server shuts down.
+async fn stream_to(
+    stream: &mut UnixStream,
+    state: &State,
+    request: &Request,
+    mut stopping: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let opened: Result<(EventStream, u64), ErrorReply> = (|| {
+        let channel = channel(state, request)?;
+        let retry = channel.adapter().retry_ms();
+        let events: EventStream = match request.verb {
+            Verb::Listen => {
+                let listener = receiver(request)?;
+                Box::pin(
+                    channel
+                        .message_stream(listener)?
+                        .map(|e| e.map_err(|err| err.to_string())),
+                )
+            }
+            _ => Box::pin(
+                channel
+                    .subscribe(None)?
+                    .map(|e| e.map_err(|err| err.to_string())),
+            ),
+        };
+        Ok((events, retry))
+    })();
+    let (mut events, retry) = match opened {
+        Ok(opened) => opened,
+        Err(err) => return stream.write_all(err.to_string().as_bytes()).await,
+    };
+    state.active_streams.fetch_add(1, Ordering::AcqRel);
+    let _open = StreamGuard(&state.active_streams);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let line = match event {
+                    Some(Ok(event)) => {
+                        let data: Value = serde_json::from_str(event.data()).unwrap_or(Value::Null);
+                        stream_line(event.event().unwrap_or("message"), retry, &data)
+                    }
+                    Some(Err(err)) => stream_line(eric_core::MESSAGE_TYPE_INTERNAL_ERROR, retry, &Value::String(err)),
+                    None => return Ok(()),
+                };
+                stream.write_all(line.as_bytes()).await?;
+            }
+            () = client_gone(stream) => return Ok(()),
+            // Shutdown closes the channels: the stream gets the closed message and ends.
+            changed = stopping.changed() => {
+                if changed.is_err() {
+                    return Ok(()); // the server is gone
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the client has hung up. The request ended with EOF, so reads say
+/// nothing more; a hang-up is an edge on the socket's write side, waited for without
+/// polling.
+async fn client_gone(stream: &UnixStream) {
+    loop {
+        match stream.ready(Interest::WRITABLE).await {
+            Ok(ready) if ready.is_write_closed() => return,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        // Writable and open: forget that, and wait for the next edge.
+        let _ = stream.try_io(Interest::WRITABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+}
+
+struct StreamGuard<'a>(&'a AtomicUsize);
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
