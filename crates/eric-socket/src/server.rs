@@ -13,6 +13,9 @@ use eric_core::ChannelContainer;
 use eric_prefabs::{SseAdapter, SseChannel, SseEvent};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
+use std::os::fd::{AsFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -375,6 +378,7 @@ async fn stream_to(
     };
     state.active_streams.fetch_add(1, Ordering::AcqRel);
     let _open = StreamGuard(&state.active_streams);
+    let hang_up = HangUpWatch::new(stream);
     loop {
         tokio::select! {
             event = events.next() => {
@@ -388,7 +392,7 @@ async fn stream_to(
                 };
                 stream.write_all(line.as_bytes()).await?;
             }
-            () = client_gone(stream) => return Ok(()),
+            () = hang_up.gone() => return Ok(()),
             // Shutdown closes the channels: the stream gets the closed message and ends.
             changed = stopping.changed() => {
                 if changed.is_err() {
@@ -399,20 +403,49 @@ async fn stream_to(
     }
 }
 
-/// Resolves when the client has hung up. The request ended with EOF, so reads say
-/// nothing more; a hang-up is an edge on the socket's write side, waited for without
-/// polling.
-async fn client_gone(stream: &UnixStream) {
-    loop {
-        match stream.ready(Interest::WRITABLE).await {
-            Ok(ready) if ready.is_write_closed() => return,
-            Err(_) => return,
-            Ok(_) => {}
+/// Watches a client's socket for its hang-up. The request ended with EOF, so reads say
+/// nothing more; a hang-up is an edge on the write side. The watch has a registration
+/// of its own (a duplicate of the descriptor): clearing its readiness between edges
+/// leaves the stream's own writes alone, and nothing polls.
+struct HangUpWatch {
+    fd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl HangUpWatch {
+    // The workspace's one `unsafe`: tokio's safe constructor is deprecated as unsound
+    // for types that do not own their descriptor; an `OwnedFd` does.
+    #[allow(unsafe_code)]
+    fn new(stream: &UnixStream) -> Self {
+        let fd = stream
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|dup| {
+                // SAFETY: `dup` is an open descriptor that the AsyncFd owns from here on
+                // and closes when dropped; `OwnedFd::as_raw_fd` always returns it.
+                unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+                    .map_err(|err| err.into_parts().1)
+            })
+            .map_err(
+                |err| tracing::warn!(%err, "cannot watch for hang-ups; relying on write errors"),
+            )
+            .ok();
+        HangUpWatch { fd }
+    }
+
+    /// Resolves when the client has hung up (never, if the watch could not be set up).
+    async fn gone(&self) {
+        let Some(fd) = &self.fd else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut guard) = fd.writable().await else {
+                return;
+            };
+            if guard.ready().is_write_closed() {
+                return;
+            }
+            guard.clear_ready();
         }
-        // Writable and open: forget that, and wait for the next edge.
-        let _ = stream.try_io(Interest::WRITABLE, || {
-            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-        });
     }
 }
 
