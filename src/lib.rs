@@ -21,3 +21,12 @@ pub use eric_core::*;
 /// application, Publisher (feature `prefabs`, on by default).
 #[cfg(feature = "prefabs")]
 pub use eric_prefabs as prefabs;
+
+/// Channels, listeners and unread messages that survive a restart (feature
+/// `persistence`, on by default).
+#[cfg(feature = "persistence")]
+pub use eric_persistence as persistence;
+
+/// eric-sse's Unix-socket controller (feature `socket`, on by default).
+#[cfg(feature = "socket")]
+pub use eric_socket as socket;

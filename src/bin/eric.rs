@@ -1,8 +1,12 @@
 //! The `eric` command.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use eric::{Channel, Message};
 use futures_util::StreamExt;
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -27,15 +31,192 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         messages: usize,
     },
+    /// eric-sse's Unix-socket controller: serve it, or drive a server from the shell.
+    #[command(subcommand)]
+    Socket(SocketCommand),
+}
+
+#[derive(Subcommand)]
+enum SocketCommand {
+    /// Serves the controller on PATH until SIGINT or SIGTERM.
+    Serve {
+        /// The socket file (created 0600; a stale one is replaced).
+        path: PathBuf,
+        /// The largest request accepted, in bytes.
+        #[arg(long, default_value_t = 1 << 20, env = "ERIC_SOCKET_MAX_REQUEST_BYTES")]
+        max_request_bytes: usize,
+        /// How long a client has to send its request, in milliseconds.
+        #[arg(long, default_value_t = 10_000, env = "ERIC_SOCKET_REQUEST_TIMEOUT_MS")]
+        request_timeout_ms: u64,
+    },
+    /// Creates a channel; prints its id.
+    Create { path: PathBuf },
+    /// Adds a listener to CHANNEL; prints its id.
+    Register { path: PathBuf, channel: String },
+    /// Broadcasts a message (PAYLOAD is JSON, or else taken as a string).
+    Broadcast {
+        path: PathBuf,
+        channel: String,
+        message_type: String,
+        payload: Option<String>,
+    },
+    /// Dispatches a message to one listener.
+    Dispatch {
+        path: PathBuf,
+        channel: String,
+        listener: String,
+        message_type: String,
+        payload: Option<String>,
+    },
+    /// Prints a listener's stream, one JSON line a message, until it ends.
+    Listen {
+        path: PathBuf,
+        channel: String,
+        listener: String,
+    },
+    /// Prints a channel's messages through a listener of its own, until it ends.
+    Watch { path: PathBuf, channel: String },
+    /// Removes a listener.
+    RemoveListener {
+        path: PathBuf,
+        channel: String,
+        listener: String,
+    },
+    /// Removes a channel (its streams get the closed message).
+    RemoveChannel { path: PathBuf, channel: String },
+    /// Sends a raw JSON request and prints the reply.
+    Send { path: PathBuf, request: String },
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Demo {
             listeners,
             messages,
         } => demo(listeners, messages).await,
+        Command::Socket(command) => socket(command).await,
+    }
+}
+
+fn payload(text: Option<String>) -> Value {
+    match text {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use eric::socket::{SocketClient, SocketServer, SocketServerConfig};
+    let client = |path: &PathBuf| SocketClient::new(path);
+    match command {
+        SocketCommand::Serve {
+            path,
+            max_request_bytes,
+            request_timeout_ms,
+        } => {
+            let config = SocketServerConfig::default()
+                .max_request_bytes(max_request_bytes)
+                .request_timeout(Duration::from_millis(request_timeout_ms));
+            let server = SocketServer::bind_with(&path, config).await?;
+            eprintln!("eric socket server listening on {}", path.display());
+            server.run_until(shutdown_signal()).await?;
+            eprintln!("eric socket server stopped");
+        }
+        SocketCommand::Create { path } => println!("{}", client(&path).create_channel().await?),
+        SocketCommand::Register { path, channel } => {
+            println!("{}", client(&path).register(&channel).await?)
+        }
+        SocketCommand::Broadcast {
+            path,
+            channel,
+            message_type,
+            payload: p,
+        } => {
+            client(&path)
+                .broadcast_message(&channel, &message_type, payload(p))
+                .await?;
+            println!("ack");
+        }
+        SocketCommand::Dispatch {
+            path,
+            channel,
+            listener,
+            message_type,
+            payload: p,
+        } => {
+            client(&path)
+                .dispatch(&channel, &listener, &message_type, payload(p))
+                .await?;
+            println!("ack");
+        }
+        SocketCommand::Listen {
+            path,
+            channel,
+            listener,
+        } => print_lines(client(&path).stream(&channel, &listener).await?).await?,
+        SocketCommand::Watch { path, channel } => {
+            print_lines(client(&path).watch(&channel).await?).await?
+        }
+        SocketCommand::RemoveListener {
+            path,
+            channel,
+            listener,
+        } => {
+            client(&path).remove_listener(&channel, &listener).await?;
+            println!("ack");
+        }
+        SocketCommand::RemoveChannel { path, channel } => {
+            client(&path).remove_channel(&channel).await?;
+            println!("ack");
+        }
+        SocketCommand::Send { path, request } => {
+            let request: Value = serde_json::from_str(&request)?;
+            println!("{}", client(&path).send_payload(&request).await?);
+        }
+    }
+    Ok(())
+}
+
+async fn print_lines(
+    mut lines: eric::socket::LineStream,
+) -> Result<(), Box<dyn std::error::Error>> {
+    while let Some(line) = lines.next().await {
+        println!("{}", line?);
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 

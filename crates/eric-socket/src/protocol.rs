@@ -97,6 +97,10 @@ impl ErrorReply {
 
 impl std::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() {
+            // Python's repr of an exception raised with no message.
+            return write!(f, "{}()", self.kind);
+        }
         write!(f, "{}({})", self.kind, python_repr_str(&self.detail))
     }
 }

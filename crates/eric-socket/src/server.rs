@@ -322,7 +322,15 @@ fn execute(state: &State, request: &Request) -> Result<String, ErrorReply> {
                 return Err(ErrorReply::format("missing message type 't'"));
             };
             if request.verb == Verb::Dispatch {
-                channel.dispatch(receiver(request)?, message)?;
+                let listener = receiver(request)?;
+                channel.dispatch(listener, message).map_err(|err| {
+                    // eric-sse's words for this one.
+                    let mut reply = ErrorReply::from(err);
+                    if reply.kind == "InvalidListenerException" {
+                        reply.detail = format!("Invalid listener {listener}");
+                    }
+                    reply
+                })?;
             } else {
                 channel.broadcast(message)?;
             }
@@ -358,11 +366,15 @@ async fn stream_to(
         let events: EventStream = match request.verb {
             Verb::Listen => {
                 let listener = receiver(request)?;
-                Box::pin(
-                    channel
-                        .message_stream(listener)?
-                        .map(|e| e.map_err(|err| err.to_string())),
-                )
+                let stream = channel.message_stream(listener).map_err(|err| {
+                    // eric-sse raises this one without a message.
+                    let mut reply = ErrorReply::from(err);
+                    if reply.kind == "InvalidListenerException" {
+                        reply.detail.clear();
+                    }
+                    reply
+                })?;
+                Box::pin(stream.map(|e| e.map_err(|err| err.to_string())))
             }
             _ => Box::pin(
                 channel

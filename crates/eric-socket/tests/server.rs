@@ -107,7 +107,7 @@ async fn every_error_reply_names_the_exception_eric_sse_clients_look_for() {
         ),
         (
             json!({"v": "d", "c": channel, "r": "ghost", "t": "x"}),
-            "InvalidListenerException('ghost')",
+            "InvalidListenerException('Invalid listener ghost')",
         ),
         (
             json!({"v": "rl", "c": channel, "r": "ghost"}),
@@ -115,7 +115,7 @@ async fn every_error_reply_names_the_exception_eric_sse_clients_look_for() {
         ),
         (
             json!({"v": "l", "c": channel, "r": "ghost"}),
-            "InvalidListenerException('ghost')",
+            "InvalidListenerException()",
         ),
         (
             json!({"v": "b", "c": channel}),
