@@ -48,6 +48,13 @@ enum SocketCommand {
         /// How long a client has to send its request, in milliseconds.
         #[arg(long, default_value_t = 10_000, env = "ERIC_SOCKET_REQUEST_TIMEOUT_MS")]
         request_timeout_ms: u64,
+        /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
+        /// say): they are reloaded at start.
+        #[arg(long, env = "ERIC_REDIS_URL")]
+        redis: Option<String>,
+        /// The prefix of eric's keys in Redis.
+        #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
+        redis_prefix: String,
     },
     /// Creates a channel; prints its id.
     Create { path: PathBuf },
@@ -131,12 +138,32 @@ async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>
             path,
             max_request_bytes,
             request_timeout_ms,
+            redis,
+            redis_prefix,
         } => {
+            use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
             let config = SocketServerConfig::default()
                 .max_request_bytes(max_request_bytes)
                 .request_timeout(Duration::from_millis(request_timeout_ms));
-            let server = SocketServer::bind_with(&path, config).await?;
-            eprintln!("eric socket server listening on {}", path.display());
+            let server = match &redis {
+                Some(url) => {
+                    let storage =
+                        RedisStorage::connect_with_keys(url, Keys::new(redis_prefix)).await?;
+                    SocketServer::bind_with_repository(
+                        &path,
+                        config,
+                        SseChannelRepository::new(storage),
+                    )
+                    .await?
+                }
+                None => SocketServer::bind_with(&path, config).await?,
+            };
+            let kept = if redis.is_some() {
+                " (channels kept in Redis)"
+            } else {
+                ""
+            };
+            eprintln!("eric socket server listening on {}{kept}", path.display());
             server.run_until(shutdown_signal()).await?;
             eprintln!("eric socket server stopped");
         }

@@ -127,7 +127,7 @@ pub struct SseChannelBuilder {
     epoch: Option<String>,
     capacity: Option<(usize, OverflowPolicy)>,
     first_seq: u64,
-    factory: Option<Box<dyn FnOnce(eric_core::ChannelBuilder) -> eric_core::ChannelBuilder>>,
+    factory: Option<Box<dyn FnOnce(eric_core::ChannelBuilder) -> eric_core::ChannelBuilder + Send>>,
 }
 
 impl Default for SseChannelBuilder {

@@ -40,6 +40,9 @@ pub enum Error {
         /// The reply, as sent.
         reply: String,
     },
+    /// Loading the stored channels failed.
+    #[error("loading the stored channels failed: {0}")]
+    Persistence(#[from] eric_persistence::Error),
     /// A reply could not be read as expected.
     #[error("unexpected reply: {reply:?}")]
     BadReply {

@@ -141,6 +141,24 @@ impl From<eric_prefabs::Error> for ErrorReply {
     }
 }
 
+impl From<eric_persistence::Error> for ErrorReply {
+    fn from(err: eric_persistence::Error) -> Self {
+        match err {
+            eric_persistence::Error::Core(err) => err.into(),
+            eric_persistence::Error::Prefab(err) => err.into(),
+            eric_persistence::Error::ChannelNotFound { channel_id } => ErrorReply {
+                kind: "InvalidChannelException",
+                detail: format!("No channel with id {channel_id}"),
+            },
+            // eric-sse's name for a storage failure.
+            other => ErrorReply {
+                kind: "RepositoryError",
+                detail: other.to_string().chars().take(512).collect(),
+            },
+        }
+    }
+}
+
 /// Parses a request as eric-sse does: a JSON object with `v`, and `t` (with optional
 /// `p`) for `d` and `b`. Anything else is an `InvalidMessageFormat` reply.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, ErrorReply> {

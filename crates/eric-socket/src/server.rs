@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
 use eric_core::ChannelContainer;
+use eric_persistence::{ChannelSettings, PersistentSseChannel, SseChannelRepository};
 use eric_prefabs::{SseAdapter, SseChannel, SseEvent};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
@@ -65,9 +69,27 @@ impl SocketServerConfig {
 
 /// What the server's connections share.
 struct State {
+    // Every channel's in-memory side; stored channels are also in `stored`.
     channels: ChannelContainer<SseAdapter>,
+    stored: Option<Stored>,
     active_streams: AtomicUsize,
     config: SocketServerConfig,
+}
+
+/// The repository a persistent server keeps its channels in, and those channels.
+struct Stored {
+    repository: SseChannelRepository,
+    channels: RwLock<HashMap<String, PersistentSseChannel>>,
+}
+
+impl Stored {
+    fn get(&self, id: &str) -> Option<PersistentSseChannel> {
+        self.channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
 }
 
 /// A handle on a running server's state, for observing it.
@@ -159,10 +181,41 @@ impl SocketServer {
             path,
             state: Arc::new(State {
                 channels: ChannelContainer::new(),
+                stored: None,
                 active_streams: AtomicUsize::new(0),
                 config,
             }),
         })
+    }
+
+    /// Binds to `path` and keeps channels in `repository`: the stored ones are loaded
+    /// now (listeners where they were, unread messages waiting), and every change is
+    /// stored before it is acknowledged. `w` streams stay this process's own.
+    pub async fn bind_with_repository(
+        path: impl AsRef<Path>,
+        config: SocketServerConfig,
+        repository: SseChannelRepository,
+    ) -> Result<Self> {
+        let loaded = repository.load_all().await?;
+        let mut server = Self::bind_with(path, config).await?;
+        let channels = ChannelContainer::new();
+        let mut stored = HashMap::new();
+        for channel in loaded {
+            tracing::info!(channel_id = channel.id(), "loaded a stored channel");
+            let _ = channels.register(channel.sse().channel().clone());
+            stored.insert(channel.id().to_owned(), channel);
+        }
+        let config = server.state.config.clone();
+        server.state = Arc::new(State {
+            channels,
+            stored: Some(Stored {
+                repository,
+                channels: RwLock::new(stored),
+            }),
+            active_streams: AtomicUsize::new(0),
+            config,
+        });
+        Ok(server)
     }
 
     /// The socket path.
@@ -260,7 +313,7 @@ async fn serve_connection(
             stream_to(&mut stream, &state, &request, stopping).await
         }
         Ok(request) => {
-            let reply = match execute(&state, &request) {
+            let reply = match execute(&state, &request).await {
                 Ok(reply) => reply,
                 Err(err) => err.to_string(),
             };
@@ -307,8 +360,79 @@ fn receiver(request: &Request) -> Result<&str, ErrorReply> {
         .ok_or_else(|| ErrorReply::format("missing receiver 'r'"))
 }
 
+/// A channel of a stored server, by the request's `c`.
+fn stored_channel(state: &State, request: &Request) -> Option<PersistentSseChannel> {
+    let stored = state.stored.as_ref()?;
+    stored.get(request.channel_id.as_deref().unwrap_or_default())
+}
+
+/// eric-sse's words for a dispatch to an unknown listener.
+fn dispatch_reply(listener: &str) -> impl Fn(ErrorReply) -> ErrorReply + '_ {
+    move |mut reply| {
+        if reply.kind == "InvalidListenerException" {
+            reply.detail = format!("Invalid listener {listener}");
+        }
+        reply
+    }
+}
+
 /// The commands with one reply.
-fn execute(state: &State, request: &Request) -> Result<String, ErrorReply> {
+async fn execute(state: &State, request: &Request) -> Result<String, ErrorReply> {
+    let message = || {
+        request
+            .message
+            .clone()
+            .ok_or_else(|| ErrorReply::format("missing message type 't'"))
+    };
+    if let Some(stored) = &state.stored {
+        match request.verb {
+            Verb::CreateChannel => {
+                let created = stored.repository.create(ChannelSettings::default()).await?;
+                state.channels.register(created.sse().channel().clone())?;
+                let id = created.id().to_owned();
+                stored
+                    .channels
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id.clone(), created);
+                return Ok(id);
+            }
+            Verb::RemoveChannel => {
+                let id = request.channel_id.as_deref().unwrap_or_default();
+                state.channels.rm(id)?;
+                stored
+                    .channels
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(id);
+                stored.repository.delete(id).await?;
+                return Ok(ACK.to_owned());
+            }
+            _ => {}
+        }
+        if let Some(channel) = stored_channel(state, request) {
+            return Ok(match request.verb {
+                Verb::Register => channel.add_listener().await?,
+                Verb::Dispatch => {
+                    let listener = receiver(request)?;
+                    channel
+                        .dispatch(listener, message()?)
+                        .await
+                        .map_err(|err| dispatch_reply(listener)(err.into()))?;
+                    ACK.to_owned()
+                }
+                Verb::Broadcast => {
+                    channel.broadcast(message()?).await?;
+                    ACK.to_owned()
+                }
+                Verb::RemoveListener => {
+                    channel.remove_listener(receiver(request)?).await?;
+                    ACK.to_owned()
+                }
+                _ => return Err(ErrorReply::format("a stream verb")),
+            });
+        }
+    }
     Ok(match request.verb {
         Verb::CreateChannel => {
             let created = SseChannel::new();
@@ -316,24 +440,15 @@ fn execute(state: &State, request: &Request) -> Result<String, ErrorReply> {
             created.id().to_owned()
         }
         Verb::Register => channel(state, request)?.add_listener()?.id().to_owned(),
-        Verb::Dispatch | Verb::Broadcast => {
-            let channel = channel(state, request)?;
-            let Some(message) = request.message.clone() else {
-                return Err(ErrorReply::format("missing message type 't'"));
-            };
-            if request.verb == Verb::Dispatch {
-                let listener = receiver(request)?;
-                channel.dispatch(listener, message).map_err(|err| {
-                    // eric-sse's words for this one.
-                    let mut reply = ErrorReply::from(err);
-                    if reply.kind == "InvalidListenerException" {
-                        reply.detail = format!("Invalid listener {listener}");
-                    }
-                    reply
-                })?;
-            } else {
-                channel.broadcast(message)?;
-            }
+        Verb::Dispatch => {
+            let listener = receiver(request)?;
+            channel(state, request)?
+                .dispatch(listener, message()?)
+                .map_err(|err| dispatch_reply(listener)(err.into()))?;
+            ACK.to_owned()
+        }
+        Verb::Broadcast => {
+            channel(state, request)?.broadcast(message()?)?;
             ACK.to_owned()
         }
         Verb::RemoveListener => {
@@ -364,6 +479,19 @@ async fn stream_to(
         let channel = channel(state, request)?;
         let retry = channel.adapter().retry_ms();
         let events: EventStream = match request.verb {
+            Verb::Listen if stored_channel(state, request).is_some() => {
+                let listener = receiver(request)?;
+                let stored =
+                    stored_channel(state, request).ok_or_else(|| ErrorReply::format("gone"))?;
+                let stream = stored.message_stream(listener).map_err(|err| {
+                    let mut reply = ErrorReply::from(err);
+                    if reply.kind == "InvalidListenerException" {
+                        reply.detail.clear();
+                    }
+                    reply
+                })?;
+                Box::pin(stream.map(|e| e.map_err(|err| err.to_string())))
+            }
             Verb::Listen => {
                 let listener = receiver(request)?;
                 let stream = channel.message_stream(listener).map_err(|err| {

@@ -324,3 +324,59 @@ async fn a_flood_of_concurrent_clients_is_served() {
     seen.sort_unstable();
     assert_eq!(seen, (0..2000).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_server_with_a_repository_reloads_its_channels_after_a_restart() {
+    use eric_persistence::{InMemoryStorage, KvStorage, SseChannelRepository};
+    use std::sync::Arc;
+
+    let storage: Arc<dyn KvStorage> = Arc::new(InMemoryStorage::new());
+    let repository = || SseChannelRepository::from_arc(Arc::clone(&storage));
+    let path = support::fresh_path();
+    let config = SocketServerConfig::default;
+
+    let mut first = Running::serve(
+        SocketServer::bind_with_repository(&path, config(), repository())
+            .await
+            .unwrap(),
+    );
+    let client = SocketClient::new(&path);
+    let channel = client.create_channel().await.unwrap();
+    let listener = client.register(&channel).await.unwrap();
+    client
+        .broadcast_message(&channel, "before", json!(1))
+        .await
+        .unwrap();
+    client
+        .dispatch(&channel, &listener, "dm", json!("kept"))
+        .await
+        .unwrap();
+    first.stop().await.unwrap();
+
+    let second = Running::serve(
+        SocketServer::bind_with_repository(&path, config(), repository())
+            .await
+            .unwrap(),
+    );
+    let mut lines = client.stream(&channel, &listener).await.unwrap();
+    assert_eq!(
+        parse(&lines.next().await.unwrap().unwrap())["event"],
+        "before"
+    );
+    assert_eq!(parse(&lines.next().await.unwrap().unwrap())["data"], "kept");
+    client
+        .broadcast_message(&channel, "after", json!(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        parse(&lines.next().await.unwrap().unwrap())["event"],
+        "after"
+    );
+
+    client.remove_channel(&channel).await.unwrap();
+    assert!(
+        repository().load_all().await.unwrap().is_empty(),
+        "removed from storage too"
+    );
+    drop(second);
+}

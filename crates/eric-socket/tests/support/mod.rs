@@ -45,7 +45,12 @@ impl Running {
 
     pub async fn start_with(config: SocketServerConfig) -> Self {
         let path = fresh_path();
-        let server = SocketServer::bind_with(&path, config).await.unwrap();
+        Self::serve(SocketServer::bind_with(&path, config).await.unwrap())
+    }
+
+    /// Runs an already bound server.
+    pub fn serve(server: SocketServer) -> Self {
+        let path = server.path().to_owned();
         let handle = server.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run_until(async {
