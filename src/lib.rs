@@ -30,3 +30,7 @@ pub use eric_persistence as persistence;
 /// eric-sse's Unix-socket controller (feature `socket`, on by default).
 #[cfg(feature = "socket")]
 pub use eric_socket as socket;
+
+/// The HTTP Server-Sent Events server (feature `http`, on by default).
+#[cfg(feature = "http")]
+pub use eric_http as http;

@@ -21,6 +21,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serves the HTTP SSE API (eric-sse's routes, EventSource-ready) until SIGINT or
+    /// SIGTERM.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8000", env = "ERIC_ADDR")]
+        addr: String,
+        /// Seconds between keep-alive comments on idle streams (0: none).
+        #[arg(long, default_value_t = 15, env = "ERIC_KEEP_ALIVE")]
+        keep_alive: u64,
+        /// Broadcasts each channel keeps for clients resuming with Last-Event-ID.
+        #[arg(long, default_value_t = 1024, env = "ERIC_REPLAY")]
+        replay: usize,
+        /// The largest request body, in bytes.
+        #[arg(long, default_value_t = 1 << 20, env = "ERIC_MAX_BODY_BYTES")]
+        max_body_bytes: usize,
+        /// A bearer token required to create, publish and remove.
+        #[arg(long, env = "ERIC_PUBLISH_TOKEN")]
+        publish_token: Option<String>,
+        /// A bearer token (or ?access_token=) required to subscribe and stream.
+        #[arg(long, env = "ERIC_SUBSCRIBE_TOKEN")]
+        subscribe_token: Option<String>,
+        /// Origins allowed by CORS, comma-separated (`*`: any).
+        #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
+        cors_origin: Vec<String>,
+    },
     /// Creates an in-memory channel, adds listeners, broadcasts, and prints each
     /// listener's stream.
     Demo {
@@ -120,6 +145,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             messages,
         } => demo(listeners, messages).await,
         Command::Socket(command) => socket(command).await,
+        Command::Serve {
+            addr,
+            keep_alive,
+            replay,
+            max_body_bytes,
+            publish_token,
+            subscribe_token,
+            cors_origin,
+        } => {
+            let config = eric::http::HttpConfig::default()
+                .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
+                .replay(replay)
+                .max_body_bytes(max_body_bytes)
+                .publish_token(publish_token)
+                .subscribe_token(subscribe_token)
+                .cors_origins(cors_origin);
+            let server = eric::http::HttpServer::bind(&addr, config).await?;
+            println!("eric listening on http://{}", server.local_addr()?);
+            server.run_until(shutdown_signal()).await?;
+            println!("eric stopped");
+            Ok(())
+        }
     }
 }
 

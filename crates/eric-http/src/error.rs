@@ -1,0 +1,120 @@
+//! Errors as JSON with a status code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// `Result` with eric-http's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the HTTP API answers with when a request cannot be served: a status and a JSON
+/// body `{"error": kind, "message": text}`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// 404: no such channel.
+    #[error("no channel with id {0:?}")]
+    UnknownChannel(String),
+    /// 404: no such listener.
+    #[error("no listener with id {0:?}")]
+    UnknownListener(String),
+    /// 409: the id is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// 400 (or the status given): the request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// The status to answer with (400, 413, 415, 422).
+        status: StatusCode,
+        /// What is wrong.
+        message: String,
+    },
+    /// 401: a token is required and was missing or wrong.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 503: a listener's queue is full (bounded channels).
+    #[error("{0}")]
+    Full(String),
+    /// 500: anything else.
+    #[error("{0}")]
+    Internal(String),
+    /// Binding or serving failed.
+    #[error("{operation}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::UnknownChannel(_) | Error::UnknownListener(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::BadRequest { status, .. } => *status,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::UnknownChannel(_) => "InvalidChannelException",
+            Error::UnknownListener(_) => "InvalidListenerException",
+            Error::Conflict(_) => "Conflict",
+            Error::BadRequest { .. } => "InvalidMessageFormat",
+            Error::Unauthorized => "Unauthorized",
+            Error::Full(_) => "QueueFull",
+            Error::Internal(_) | Error::Io { .. } => "Internal",
+        }
+    }
+}
+
+impl From<eric_core::Error> for Error {
+    fn from(err: eric_core::Error) -> Self {
+        use eric_core::Error as E;
+        match err {
+            E::InvalidChannel { channel_id } | E::ChannelClosed { channel_id } => {
+                Error::UnknownChannel(channel_id)
+            }
+            E::InvalidListener { listener_id } => Error::UnknownListener(listener_id),
+            E::DuplicateChannel { .. } | E::DuplicateListener { .. } => {
+                Error::Conflict(err.to_string())
+            }
+            E::InvalidId { .. } => Error::bad_request(err.to_string()),
+            E::QueueFull { .. } | E::BroadcastRejected { .. } | E::ListenerDisconnected { .. } => {
+                Error::Full(err.to_string())
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<eric_prefabs::Error> for Error {
+    fn from(err: eric_prefabs::Error) -> Self {
+        match err {
+            eric_prefabs::Error::Core(err) => err.into(),
+            eric_prefabs::Error::InvalidSseField { .. } => Error::bad_request(err.to_string()),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.kind(), "message": self.to_string()}));
+        (self.status(), body).into_response()
+    }
+}

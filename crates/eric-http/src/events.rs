@@ -1,0 +1,92 @@
+//! The body of an SSE response: events as they come, comments to keep it alive.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eric_prefabs::{SseEvent, sse_comment};
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::state::Metrics;
+
+pub(crate) type Events = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
+
+/// The wire bytes of a stream: each event encoded, a keep-alive comment whenever
+/// `keep_alive` passes with nothing to send (a timer, not a poll), and an in-band
+/// `_eric_error` event if the stream fails. Counts itself as an open stream while it
+/// lives, and each event as delivered.
+pub(crate) struct SseBody {
+    events: Events,
+    keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
+    metrics: Arc<Metrics>,
+    done: bool,
+}
+
+impl SseBody {
+    pub(crate) fn new(events: Events, keep_alive: Option<Duration>, metrics: Arc<Metrics>) -> Self {
+        metrics.open_streams.fetch_add(1, Ordering::Relaxed);
+        SseBody {
+            events,
+            keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
+            metrics,
+            done: false,
+        }
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.events.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                this.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some((every, sleep)) = &mut this.keep_alive {
+                    sleep.as_mut().reset(Instant::now() + *every);
+                }
+                Poll::Ready(Some(Ok(Bytes::from(event.encode()))))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.done = true;
+                let data = serde_json::json!({ "error": err }).to_string();
+                let mut event = SseEvent::new(data);
+                if let Ok(typed) = event
+                    .clone()
+                    .with_event(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
+                {
+                    event = typed;
+                }
+                Poll::Ready(Some(Ok(Bytes::from(event.encode()))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Some((every, sleep)) = &mut this.keep_alive else {
+                    return Poll::Pending;
+                };
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sleep.as_mut().reset(Instant::now() + *every);
+                Poll::Ready(Some(Ok(Bytes::from(sse_comment("")))))
+            }
+        }
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,186 @@
+//! eric-http: the HTTP Server-Sent Events server. eric-sse's HTTP routes with JSON on
+//! the wire, plus what a browser's `EventSource` wants: subscribe-and-stream in one
+//! request, `Last-Event-ID` resume, keep-alive comments.
+//!
+//! | route | does |
+//! |---|---|
+//! | `PUT /create` | a channel (`channel_id` optional) → 201 `{"channel_id"}`, 409 if taken |
+//! | `POST /subscribe?channel_id=` | a listener → `{"listener_id"}` |
+//! | `POST /broadcast?channel_id=` `{"type", "payload"}` | → `{"id", "listeners"}` |
+//! | `POST /dispatch?channel_id=&listener_id=` `{"type", "payload"}` | → `{"ok": true}` |
+//! | `GET /stream/{channel}/{listener}` | the listener's events (`text/event-stream`) |
+//! | `GET /channels/{channel}/events` | subscribe and stream; the listener goes with the connection |
+//! | `DELETE /listener/{channel}/{listener}` | 204; its stream ends |
+//! | `DELETE /channel/{channel}` | 204; its streams get the closed event and end |
+//! | `GET /channels` | the ids |
+//! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
+//!
+//! Errors are `{"error", "message"}` with 400, 401, 404, 409, 413 or 503.
+//!
+//! ```
+//! use eric_http::{HttpConfig, HttpServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eric_http::Result<()> {
+//! let server = HttpServer::bind("127.0.0.1:0", HttpConfig::default()).await?;
+//! println!("listening on http://{}", server.local_addr()?);
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let running = tokio::spawn(server.run_until(async { let _ = stopped.await; }));
+//! // ... serve; `eric serve` stops on SIGINT/SIGTERM instead.
+//! let _ = stop.send(());
+//! running.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod events;
+mod routes;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{delete, get, post, put};
+use eric_core::ChannelContainer;
+use eric_prefabs::SseAdapter;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::{Error, Result};
+pub use state::HttpConfig;
+
+use state::{AppState, Metrics};
+
+/// The HTTP SSE server.
+pub struct HttpServer {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Binds to `addr` (`127.0.0.1:8000`, or port 0 for any free port).
+    pub async fn bind(addr: &str, config: HttpConfig) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+            operation: "bind",
+            source,
+        })?;
+        Ok(HttpServer {
+            listener,
+            state: Arc::new(AppState {
+                channels: ChannelContainer::new(),
+                config,
+                metrics: Arc::new(Metrics::default()),
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(|source| Error::Io {
+            operation: "local address",
+            source,
+        })
+    }
+
+    /// The channels it serves (to create or feed some from the same process).
+    pub fn channels(&self) -> &ChannelContainer<SseAdapter> {
+        &self.state.channels
+    }
+
+    /// The router, for mounting eric's routes in a larger axum application.
+    pub fn router(&self) -> Router {
+        router(Arc::clone(&self.state))
+    }
+
+    /// Serves until `shutdown` completes, then closes every channel (streams get the
+    /// closed event and end) and stops.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let state = Arc::clone(&self.state);
+        let app = router(Arc::clone(&self.state));
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                for id in state.channels.ids() {
+                    if let Ok(channel) = state.channels.get(&id) {
+                        channel.close();
+                    }
+                }
+            })
+            .await
+            .map_err(|source| Error::Io {
+                operation: "serve",
+                source,
+            })
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let config = &state.config;
+    let publish_token = config.publish_token.clone();
+    let subscribe_token = config.subscribe_token.clone();
+    let publishing = Router::new()
+        .route("/create", put(routes::create))
+        .route("/broadcast", post(routes::broadcast))
+        .route("/dispatch", post(routes::dispatch))
+        .route(
+            "/listener/{channel}/{listener}",
+            delete(routes::remove_listener),
+        )
+        .route("/channel/{channel}", delete(routes::remove_channel))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            routes::require(publish_token.clone(), request, next)
+        }));
+    let subscribing = Router::new()
+        .route("/subscribe", post(routes::subscribe))
+        .route("/stream/{channel}/{listener}", get(routes::stream))
+        .route("/channels/{channel}/events", get(routes::events))
+        .route("/channels", get(routes::channels))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            routes::require(subscribe_token.clone(), request, next)
+        }));
+    let mut app = Router::new()
+        .merge(publishing)
+        .merge(subscribing)
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    if !config.cors_origins.is_empty() {
+        let origins = if config.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                config
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::HeaderName::from_static("last-event-id"),
+                ]),
+        );
+    }
+    app.with_state(state)
+}

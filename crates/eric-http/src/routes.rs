@@ -1,0 +1,237 @@
+//! The routes: eric-sse's HTTP front end, plus subscribe-and-stream for `EventSource`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use eric_core::Message;
+use eric_prefabs::SseChannel;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::events::{Events, SseBody};
+use crate::state::AppState;
+
+type Shared = State<Arc<AppState>>;
+
+#[derive(Deserialize, Default)]
+pub(crate) struct ChannelQuery {
+    channel_id: Option<String>,
+    listener_id: Option<String>,
+    last_event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Publish {
+    #[serde(rename = "type")]
+    message_type: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    body.map(|Json(t)| t)
+        .map_err(|rejection| Error::BadRequest {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        })
+}
+
+fn channel(state: &AppState, id: Option<&str>) -> Result<SseChannel> {
+    let id = id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))?;
+    Ok(state.channels.get(id)?.into())
+}
+
+/// `PUT /create`: a channel, with the given `channel_id` (query or JSON body) or a
+/// fresh one. 201 `{"channel_id"}`; 409 if the id is taken.
+pub(crate) async fn create(
+    State(state): Shared,
+    Query(query): Query<ChannelQuery>,
+    body: Option<Json<Value>>,
+) -> Result<impl IntoResponse> {
+    let from_body = body
+        .as_ref()
+        .and_then(|Json(b)| b.get("channel_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut builder = SseChannel::builder().replay(state.config.replay);
+    if let Some(id) = query.channel_id.or(from_body) {
+        builder = builder.id(id);
+    }
+    let channel = builder.build()?;
+    state.channels.register(channel.channel().clone())?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"channel_id": channel.id()})),
+    ))
+}
+
+/// `POST /subscribe?channel_id=`: a listener. `{"listener_id"}`.
+pub(crate) async fn subscribe(
+    State(state): Shared,
+    Query(query): Query<ChannelQuery>,
+) -> Result<Json<Value>> {
+    let listener = channel(&state, query.channel_id.as_deref())?.add_listener()?;
+    Ok(Json(json!({"listener_id": listener.id()})))
+}
+
+/// `POST /broadcast?channel_id=` with `{"type", "payload"}`.
+pub(crate) async fn broadcast(
+    State(state): Shared,
+    Query(query): Query<ChannelQuery>,
+    body: std::result::Result<Json<Publish>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let publish = json_body(body)?;
+    let channel = channel(&state, query.channel_id.as_deref())?;
+    let report = channel.broadcast(Message::new(publish.message_type, publish.payload))?;
+    Ok(Json(json!({
+        "id": channel.adapter().event_id(report.seq),
+        "listeners": report.delivered,
+    })))
+}
+
+/// `POST /dispatch?channel_id=&listener_id=` with `{"type", "payload"}`.
+pub(crate) async fn dispatch(
+    State(state): Shared,
+    Query(query): Query<ChannelQuery>,
+    body: std::result::Result<Json<Publish>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let publish = json_body(body)?;
+    let listener = query
+        .listener_id
+        .as_deref()
+        .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
+    channel(&state, query.channel_id.as_deref())?.dispatch(
+        listener,
+        Message::new(publish.message_type, publish.payload),
+    )?;
+    Ok(Json(json!({"ok": true})))
+}
+
+fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.last_event_id.clone())
+}
+
+fn sse_response(state: &AppState, events: Events) -> Response {
+    let body = SseBody::new(events, state.config.keep_alive, Arc::clone(&state.metrics));
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies such as nginx must not buffer a stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// `GET /stream/{channel}/{listener}`: the listener's events, resumed after
+/// `Last-Event-ID` (header or `?last_event_id=`).
+pub(crate) async fn stream(
+    State(state): Shared,
+    Path((channel_id, listener_id)): Path<(String, String)>,
+    Query(query): Query<ChannelQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let channel = channel(&state, Some(&channel_id))?;
+    let events = channel
+        .message_stream_resuming(&listener_id, last_event_id(&headers, &query).as_deref())?;
+    Ok(sse_response(
+        &state,
+        Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
+    ))
+}
+
+/// `GET /channels/{channel}/events`: subscribe and stream in one request, what a
+/// browser's `EventSource` wants; the listener goes when the connection does.
+pub(crate) async fn events(
+    State(state): Shared,
+    Path(channel_id): Path<String>,
+    Query(query): Query<ChannelQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let channel = channel(&state, Some(&channel_id))?;
+    let events = channel.subscribe(last_event_id(&headers, &query).as_deref())?;
+    Ok(sse_response(
+        &state,
+        Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
+    ))
+}
+
+/// `DELETE /listener/{channel}/{listener}`: its stream ends. 204.
+pub(crate) async fn remove_listener(
+    State(state): Shared,
+    Path((channel_id, listener_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    channel(&state, Some(&channel_id))?.remove_listener(&listener_id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /channel/{channel}`: its streams get the closed event and end. 204.
+pub(crate) async fn remove_channel(
+    State(state): Shared,
+    Path(channel_id): Path<String>,
+) -> Result<StatusCode> {
+    state.channels.rm(&channel_id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /channels`: the ids.
+pub(crate) async fn channels(State(state): Shared) -> Json<Vec<String>> {
+    let mut ids = state.channels.ids();
+    ids.sort();
+    Json(ids)
+}
+
+/// `GET /healthz`.
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(State(state): Shared) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics_text(),
+    )
+}
+
+/// Checks a bearer token (or, for streams, `?access_token=`) when one is configured.
+pub(crate) async fn require(token: Option<String>, request: Request, next: Next) -> Response {
+    let Some(expected) = token else {
+        return next.run(request).await;
+    };
+    let from_header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let from_query = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .map(str::to_owned)
+    });
+    let given = from_header.or(from_query);
+    if given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
+        next.run(request).await
+    } else {
+        Error::Unauthorized.into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,137 @@
+//! The server's configuration and shared state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eric_core::ChannelContainer;
+use eric_prefabs::SseAdapter;
+
+/// How an [`HttpServer`](crate::HttpServer) behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// A comment line every this often on an idle stream (default 15 s; `None`: never).
+    pub keep_alive: Option<Duration>,
+    /// Broadcasts each channel keeps for clients resuming with `Last-Event-ID`
+    /// (default 1024).
+    pub replay: usize,
+    /// The largest request body, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Required as `Authorization: Bearer <token>` to create, publish and remove
+    /// (default: none required).
+    pub publish_token: Option<String>,
+    /// Required to subscribe and stream: as a bearer token, or `?access_token=` (what
+    /// a browser's `EventSource`, which cannot set headers, can send). Default: none.
+    pub subscribe_token: Option<String>,
+    /// Origins allowed by CORS (default: none, same origin only; `*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            keep_alive: Some(Duration::from_secs(15)),
+            replay: eric_prefabs::DEFAULT_REPLAY,
+            max_body_bytes: 1 << 20,
+            publish_token: None,
+            subscribe_token: None,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets the keep-alive interval (`None`: never).
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        self.keep_alive = every;
+        self
+    }
+
+    /// Sets how many broadcasts each channel keeps for resuming clients.
+    pub fn replay(mut self, broadcasts: usize) -> Self {
+        self.replay = broadcasts;
+        self
+    }
+
+    /// Sets the largest request body.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Requires `token` to create, publish and remove.
+    pub fn publish_token(mut self, token: Option<String>) -> Self {
+        self.publish_token = token;
+        self
+    }
+
+    /// Requires `token` to subscribe and stream.
+    pub fn subscribe_token(mut self, token: Option<String>) -> Self {
+        self.subscribe_token = token;
+        self
+    }
+
+    /// Allows these origins (CORS).
+    pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) open_streams: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+}
+
+pub(crate) struct AppState {
+    pub(crate) channels: ChannelContainer<SseAdapter>,
+    pub(crate) config: HttpConfig,
+    pub(crate) metrics: std::sync::Arc<Metrics>,
+}
+
+impl AppState {
+    pub(crate) fn metrics_text(&self) -> String {
+        let ids = self.channels.ids();
+        let (mut listeners, mut dropped) = (0u64, 0u64);
+        for id in &ids {
+            if let Ok(channel) = self.channels.get(id) {
+                let stats = channel.stats();
+                listeners += stats.listeners as u64;
+                dropped += stats.dropped;
+            }
+        }
+        let gauge = |name: &str, help: &str, kind: &str, value: u64| {
+            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+        };
+        [
+            gauge("eric_channels", "Channels.", "gauge", ids.len() as u64),
+            gauge(
+                "eric_listeners",
+                "Listeners registered in all channels.",
+                "gauge",
+                listeners,
+            ),
+            gauge(
+                "eric_open_streams",
+                "SSE responses being streamed now.",
+                "gauge",
+                self.metrics.open_streams.load(Ordering::Relaxed),
+            ),
+            gauge(
+                "eric_delivered_total",
+                "Events written to SSE responses.",
+                "counter",
+                self.metrics.delivered.load(Ordering::Relaxed),
+            ),
+            gauge(
+                "eric_dropped_total",
+                "Messages dropped by bounded queues.",
+                "counter",
+                dropped,
+            ),
+        ]
+        .concat()
+    }
+}

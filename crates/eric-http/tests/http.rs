@@ -1,0 +1,470 @@
+//! The HTTP API with a real client (reqwest) and a real SSE parser: every route, every
+//! error status, resume with Last-Event-ID, keep-alive, streams that end when their
+//! channel or listener goes, and clients that go away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use eric_http::{HttpConfig, HttpServer};
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+struct Running {
+    base: String,
+    http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(config: HttpConfig) -> Running {
+    let server = HttpServer::bind("127.0.0.1:0", config).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn create(&self) -> String {
+        let r = self.http.put(self.url("/create")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["channel_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn subscribe(&self, channel: &str) -> String {
+        let r = self
+            .http
+            .post(self.url(&format!("/subscribe?channel_id={channel}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["listener_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn broadcast(
+        &self,
+        channel: &str,
+        message_type: &str,
+        payload: Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/broadcast?channel_id={channel}")))
+            .json(&json!({"type": message_type, "payload": payload}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn events(&self, path: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = self.http.get(self.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Box::pin(response.bytes_stream().eventsource().map(|e| e.unwrap()))
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    async fn eventually(&self, name: &str, value: u64) {
+        for _ in 0..300 {
+            if self.metric(name).await == value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never became {value}");
+    }
+}
+
+async fn next(events: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("no event within 5 s")
+        .expect("the stream ended")
+}
+
+#[tokio::test]
+async fn every_route_works_as_eric_sse_front_end_does() {
+    let server = start(HttpConfig::default()).await;
+    assert_eq!(
+        server
+            .http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let channel = server.create().await;
+    let named = server
+        .http
+        .put(server.url("/create?channel_id=room-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), StatusCode::CREATED);
+    let listed: Vec<String> = server
+        .http
+        .get(server.url("/channels"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.contains(&channel) && listed.contains(&"room-1".to_owned()));
+
+    let listener = server.subscribe(&channel).await;
+    let reply: Value = server
+        .broadcast(&channel, "news", json!({"headline": "é"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(reply["id"].as_str().unwrap().ends_with("-0"));
+    assert_eq!(reply["listeners"], 1);
+    let dispatched = server
+        .http
+        .post(server.url(&format!(
+            "/dispatch?channel_id={channel}&listener_id={listener}"
+        )))
+        .json(&json!({"type": "dm", "payload": "for you"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dispatched.status(), StatusCode::OK);
+
+    let mut events = server
+        .events(&format!("/stream/{channel}/{listener}"), None)
+        .await;
+    let first = next(&mut events).await;
+    assert_eq!(
+        (first.event.as_str(), first.id.as_str()),
+        ("news", reply["id"].as_str().unwrap())
+    );
+    let data: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(
+        data,
+        json!({"headline": "é"}),
+        "data is JSON, not a Python repr"
+    );
+    assert_eq!(first.retry, Some(Duration::from_millis(5)));
+    let second = next(&mut events).await;
+    assert_eq!(
+        (second.event.as_str(), second.data.as_str()),
+        ("dm", "\"for you\"")
+    );
+    assert_eq!(server.metric("eric_open_streams").await, 1);
+    assert_eq!(server.metric("eric_delivered_total").await, 2);
+    assert_eq!(server.metric("eric_channels").await, 2);
+
+    // Removing the listener ends its stream; removing a channel, likewise with the closed event.
+    let removed = server
+        .http
+        .delete(server.url(&format!("/listener/{channel}/{listener}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut watching = server.events("/channels/room-1/events", None).await;
+    let deleted = server
+        .http
+        .delete(server.url("/channel/room-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(next(&mut watching).await.event, "_eric_channel_closed");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), watching.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    server.eventually("eric_open_streams", 0).await;
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let server = start(HttpConfig::default().max_body_bytes(1024)).await;
+    let channel = server.create().await;
+    let listener = server.subscribe(&channel).await;
+    let http = &server.http;
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            http.post(server.url("/subscribe?channel_id=nope")),
+            StatusCode::NOT_FOUND,
+            "InvalidChannelException",
+        ),
+        (
+            http.post(server.url("/broadcast?channel_id=nope"))
+                .json(&json!({"type": "t"})),
+            StatusCode::NOT_FOUND,
+            "InvalidChannelException",
+        ),
+        (
+            http.get(server.url("/stream/nope/x")),
+            StatusCode::NOT_FOUND,
+            "InvalidChannelException",
+        ),
+        (
+            http.get(server.url(&format!("/stream/{channel}/ghost"))),
+            StatusCode::NOT_FOUND,
+            "InvalidListenerException",
+        ),
+        (
+            http.get(server.url("/channels/nope/events")),
+            StatusCode::NOT_FOUND,
+            "InvalidChannelException",
+        ),
+        (
+            http.delete(server.url("/channel/nope")),
+            StatusCode::NOT_FOUND,
+            "InvalidChannelException",
+        ),
+        (
+            http.delete(server.url(&format!("/listener/{channel}/ghost"))),
+            StatusCode::NOT_FOUND,
+            "InvalidListenerException",
+        ),
+        (
+            http.post(server.url(&format!("/dispatch?channel_id={channel}&listener_id=ghost")))
+                .json(&json!({"type": "t"})),
+            StatusCode::NOT_FOUND,
+            "InvalidListenerException",
+        ),
+        (
+            http.post(server.url(&format!("/dispatch?channel_id={channel}")))
+                .json(&json!({"type": "t"})),
+            StatusCode::BAD_REQUEST,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.post(server.url("/subscribe")),
+            StatusCode::BAD_REQUEST,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.post(server.url(&format!("/broadcast?channel_id={channel}")))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.post(server.url(&format!("/broadcast?channel_id={channel}")))
+                .json(&json!({"payload": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.post(server.url(&format!("/broadcast?channel_id={channel}")))
+                .json(&json!({"type": "two\nlines"})),
+            StatusCode::BAD_REQUEST,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.post(server.url(&format!("/broadcast?channel_id={channel}")))
+                .json(&json!({"type": "t", "payload": "x".repeat(2048)})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "InvalidMessageFormat",
+        ),
+        (
+            http.put(server.url(&format!("/create?channel_id={channel}"))),
+            StatusCode::CONFLICT,
+            "Conflict",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        let response = request.send().await.unwrap();
+        let got = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (got, body["error"].as_str().unwrap()),
+            (status, kind),
+            "{body}"
+        );
+        assert!(body["message"].is_string());
+    }
+    let _ = listener;
+}
+
+#[tokio::test]
+async fn a_reconnecting_event_source_resumes_with_last_event_id() {
+    let server = start(HttpConfig::default().replay(64)).await;
+    let channel = server.create().await;
+    let path = format!("/channels/{channel}/events");
+    let mut first = server.events(&path, None).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 0..3 {
+        server.broadcast(&channel, "n", json!(n)).await;
+    }
+    let mut last = String::new();
+    for n in 0..3 {
+        let event = next(&mut first).await;
+        assert_eq!(event.data, n.to_string());
+        last = event.id;
+    }
+    drop(first);
+    for n in 3..5 {
+        server.broadcast(&channel, "n", json!(n)).await;
+    }
+    // The header, as a browser sends it...
+    let mut resumed = server.events(&path, Some(&last)).await;
+    assert_eq!(next(&mut resumed).await.data, "3");
+    assert_eq!(next(&mut resumed).await.data, "4");
+    // ...or the query parameter.
+    let mut by_query = server
+        .events(&format!("{path}?last_event_id={last}"), None)
+        .await;
+    assert_eq!(next(&mut by_query).await.data, "3");
+
+    // Too old for the replay window: a reset event first, never a silent gap.
+    for n in 5..300 {
+        server.broadcast(&channel, "n", json!(n)).await;
+    }
+    let mut stale = server.events(&path, Some(&last)).await;
+    let reset = next(&mut stale).await;
+    assert_eq!(reset.event, "_eric_reset");
+    let data: Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(data["reason"], "too_old");
+}
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments() {
+    let server = start(HttpConfig::default().keep_alive(Some(Duration::from_millis(100)))).await;
+    let channel = server.create().await;
+    let response = server
+        .http
+        .get(server.url(&format!("/channels/{channel}/events")))
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = response.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(2), bytes.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&chunk[..], b":\n\n");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_leaves_nothing_behind() {
+    let server = start(HttpConfig::default()).await;
+    let channel = server.create().await;
+    let watching = server
+        .events(&format!("/channels/{channel}/events"), None)
+        .await;
+    server.eventually("eric_open_streams", 1).await;
+    assert_eq!(server.metric("eric_listeners").await, 1);
+    drop(watching);
+    server.eventually("eric_open_streams", 0).await;
+    server.eventually("eric_listeners", 0).await;
+}
+
+#[tokio::test]
+async fn tokens_guard_publishing_and_subscribing_separately() {
+    let config = HttpConfig::default()
+        .publish_token(Some("pub-secret".into()))
+        .subscribe_token(Some("sub-secret".into()));
+    let server = start(config).await;
+    let http = &server.http;
+    assert_eq!(
+        http.put(server.url("/create"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http.put(server.url("/create"))
+            .bearer_auth("sub-secret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let created = http
+        .put(server.url("/create"))
+        .bearer_auth("pub-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let channel = created.json::<Value>().await.unwrap()["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = format!("/channels/{channel}/events");
+    assert_eq!(
+        http.get(server.url(&events)).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // EventSource cannot set headers: the token may come in the query.
+    let ok = http
+        .get(server.url(&format!("{events}?access_token=sub-secret")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        http.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
