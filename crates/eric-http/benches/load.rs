@@ -1,0 +1,332 @@
+//! Load: 100 and 1,000 concurrent SSE streams, broadcasts at a fixed rate; deliveries/s,
+//! p50/p99 latency, lost and out-of-order events, server CPU and memory per idle
+//! stream. eric's server next to a minimal axum + `tokio::sync::broadcast` server, each
+//! in a process of its own, in the same run, driven by the same load generator.
+//!
+//! `cargo bench -p eric-http --bench load [-- quick]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+const ROLE: &str = "ERIC_LOAD_ROLE";
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+// ---- the servers (child processes) ----
+
+fn serve_eric() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = eric_http::HttpConfig::default().keep_alive(None);
+        let server = eric_http::HttpServer::bind("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        println!("{}", server.local_addr().unwrap());
+        server.run_until(std::future::pending()).await.unwrap();
+    });
+}
+
+/// The reference: the least an axum SSE fan-out server can be.
+fn serve_reference() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::State;
+    use axum::routing::{get, post};
+    use tokio::sync::broadcast;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, _) = broadcast::channel::<bytes::Bytes>(4096);
+        let app = Router::new()
+            .route(
+                "/events",
+                get(
+                    |State(tx): State<broadcast::Sender<bytes::Bytes>>| async move {
+                        let rx = tx.subscribe();
+                        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                            loop {
+                                match rx.recv().await {
+                                    Ok(b) => {
+                                        return Some((Ok::<_, std::convert::Infallible>(b), rx));
+                                    }
+                                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                                    Err(_) => return None,
+                                }
+                            }
+                        });
+                        (
+                            [("content-type", "text/event-stream")],
+                            Body::from_stream(stream),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/publish",
+                post(
+                    |State(tx): State<broadcast::Sender<bytes::Bytes>>, body: String| async move {
+                        let event = eric_prefabs::SseEvent::new(body)
+                            .with_event("load")
+                            .unwrap();
+                        let _ = tx.send(bytes::Bytes::from(event.encode()));
+                        "ok"
+                    },
+                ),
+            )
+            .with_state(tx);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+// ---- the load generator ----
+
+struct Server {
+    child: Child,
+    base: String,
+    kind: &'static str,
+}
+
+impl Server {
+    fn start(kind: &'static str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, kind)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Server {
+            child,
+            base: format!("http://{}", line.trim()),
+            kind,
+        }
+    }
+
+    /// (CPU seconds used so far, RSS bytes).
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        (ticks as f64 / 100.0, rss_kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    out_of_order: u64,
+    latencies_us: Vec<u64>,
+}
+
+struct Outcome {
+    deliveries_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    lost: u64,
+    out_of_order: u64,
+    cpu_percent: f64,
+    bytes_per_idle_stream: f64,
+}
+
+async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcome {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (stream_url, publish): (
+        String,
+        Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
+    ) = if server.kind == "eric" {
+        let created: Value = http
+            .put(format!("{}/create", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let channel = created["channel_id"].as_str().unwrap().to_owned();
+        let url = format!("{}/broadcast?channel_id={channel}", server.base);
+        let http = http.clone();
+        (
+            format!("{}/channels/{channel}/events", server.base),
+            Box::new(move |seq| {
+                http.post(&url)
+                    .json(&json!({"type": "load", "payload": {"seq": seq, "sent_us": now_us()}}))
+            }),
+        )
+    } else {
+        let url = format!("{}/publish", server.base);
+        let http = http.clone();
+        (
+            format!("{}/events", server.base),
+            Box::new(move |seq| {
+                http.post(&url)
+                    .body(json!({"seq": seq, "sent_us": now_us()}).to_string())
+            }),
+        )
+    };
+
+    let (_, rss_before) = server.usage();
+    let tallies = Arc::new(Mutex::new(Vec::new()));
+    let total = rate * seconds;
+    let mut readers = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let response = http.get(&stream_url).send().await.unwrap();
+        let tallies = Arc::clone(&tallies);
+        readers.push(tokio::spawn(async move {
+            let mut events = response.bytes_stream().eventsource();
+            let mut tally = Tally::default();
+            let mut last: Option<u64> = None;
+            while tally.received < total {
+                let Ok(Some(Ok(event))) =
+                    tokio::time::timeout(Duration::from_secs(5), events.next()).await
+                else {
+                    break;
+                };
+                let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                let (Some(seq), Some(sent)) = (data["seq"].as_u64(), data["sent_us"].as_u64())
+                else {
+                    continue;
+                };
+                if last.is_some_and(|l| seq <= l) {
+                    tally.out_of_order += 1;
+                }
+                last = Some(seq);
+                tally.received += 1;
+                tally.latencies_us.push(now_us().saturating_sub(sent));
+            }
+            tallies.lock().await.push(tally);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu_before, rss_idle) = server.usage();
+
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    for seq in 0..total {
+        let due = start + interval * seq as u32;
+        tokio::time::sleep_until(due.into()).await;
+        publish(seq).send().await.unwrap();
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let (cpu_after, _) = server.usage();
+    let tallies = tallies.lock().await;
+    let received: u64 = tallies.iter().map(|t| t.received).sum();
+    let mut latencies: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Outcome {
+        deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        lost: total * streams as u64 - received,
+        out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
+        cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
+        bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
+    }
+}
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("eric") => return serve_eric(),
+        Ok("reference") => return serve_reference(),
+        _ => {}
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let seconds = if quick { 2 } else { 4 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "# HTTP SSE load ({seconds} s per run; server and load generator share this machine's cores)\n"
+    );
+    println!(
+        "| streams | broadcasts/s | server | deliveries/s | ratio | p50 | p99 | lost | out of order | server CPU | server memory per idle stream |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (streams, rate) in [(100usize, 500u64), (100, 2_000), (1_000, 50), (1_000, 200)] {
+        let mut reference_rate = 0.0;
+        for kind in ["reference", "eric"] {
+            let server = Server::start(kind);
+            let o = rt.block_on(run(&server, streams, rate, seconds));
+            if kind == "reference" {
+                reference_rate = o.deliveries_per_s;
+            }
+            let label = if kind == "eric" {
+                "eric"
+            } else {
+                "axum + broadcast"
+            };
+            println!(
+                "| {streams} | {rate} | {label} | {:.0} | {:.2} | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
+                o.deliveries_per_s,
+                o.deliveries_per_s / reference_rate,
+                o.p50_ms,
+                o.p99_ms,
+                o.lost,
+                o.out_of_order,
+                o.cpu_percent,
+                o.bytes_per_idle_stream / 1024.0
+            );
+        }
+    }
+}
