@@ -45,6 +45,13 @@ enum Command {
         /// Origins allowed by CORS, comma-separated (`*`: any).
         #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
         cors_origin: Vec<String>,
+        /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
+        /// say): they are reloaded at start.
+        #[arg(long, env = "ERIC_REDIS_URL")]
+        redis: Option<String>,
+        /// The prefix of eric's keys in Redis.
+        #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
+        redis_prefix: String,
     },
     /// Creates an in-memory channel, adds listeners, broadcasts, and prints each
     /// listener's stream.
@@ -153,6 +160,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             publish_token,
             subscribe_token,
             cors_origin,
+            redis,
+            redis_prefix,
         } => {
             let config = eric::http::HttpConfig::default()
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
@@ -161,8 +170,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)
                 .cors_origins(cors_origin);
-            let server = eric::http::HttpServer::bind(&addr, config).await?;
-            println!("eric listening on http://{}", server.local_addr()?);
+            let server = match &redis {
+                Some(url) => {
+                    use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
+                    let storage =
+                        RedisStorage::connect_with_keys(url, Keys::new(redis_prefix)).await?;
+                    eric::http::HttpServer::bind_with_repository(
+                        &addr,
+                        config,
+                        SseChannelRepository::new(storage),
+                    )
+                    .await?
+                }
+                None => eric::http::HttpServer::bind(&addr, config).await?,
+            };
+            let kept = if redis.is_some() {
+                " (channels kept in Redis)"
+            } else {
+                ""
+            };
+            println!("eric listening on http://{}{kept}", server.local_addr()?);
             server.run_until(shutdown_signal()).await?;
             println!("eric stopped");
             Ok(())

@@ -112,6 +112,19 @@ impl From<eric_prefabs::Error> for Error {
     }
 }
 
+impl From<eric_persistence::Error> for Error {
+    fn from(err: eric_persistence::Error) -> Self {
+        match err {
+            eric_persistence::Error::Core(err) => err.into(),
+            eric_persistence::Error::Prefab(err) => err.into(),
+            eric_persistence::Error::ChannelNotFound { channel_id } => {
+                Error::UnknownChannel(channel_id)
+            }
+            other => Error::Internal(format!("storage: {other}")),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": self.kind(), "message": self.to_string()}));

@@ -81,10 +81,41 @@ impl HttpServer {
             listener,
             state: Arc::new(AppState {
                 channels: ChannelContainer::new(),
+                stored: None,
                 config,
                 metrics: Arc::new(Metrics::default()),
             }),
         })
+    }
+
+    /// Binds to `addr` and keeps channels in `repository`: the stored ones are loaded
+    /// now (listeners where they were, unread messages waiting), and every change is
+    /// stored before it is acknowledged. `/channels/{c}/events` listeners stay this
+    /// process's own.
+    pub async fn bind_with_repository(
+        addr: &str,
+        config: HttpConfig,
+        repository: eric_persistence::SseChannelRepository,
+    ) -> Result<Self> {
+        let loaded = repository.load_all().await?;
+        let mut server = Self::bind(addr, config.clone()).await?;
+        let channels = ChannelContainer::new();
+        let mut stored = std::collections::HashMap::new();
+        for channel in loaded {
+            tracing::info!(channel_id = channel.id(), "loaded a stored channel");
+            let _ = channels.register(channel.sse().channel().clone());
+            stored.insert(channel.id().to_owned(), channel);
+        }
+        server.state = Arc::new(AppState {
+            channels,
+            stored: Some(state::Stored {
+                repository,
+                channels: std::sync::RwLock::new(stored),
+            }),
+            config,
+            metrics: Arc::new(Metrics::default()),
+        });
+        Ok(server)
     }
 
     /// The address it listens on.

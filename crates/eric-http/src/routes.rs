@@ -61,8 +61,28 @@ pub(crate) async fn create(
         .and_then(|Json(b)| b.get("channel_id"))
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let id = query.channel_id.or(from_body);
+    if let Some(stored) = &state.stored {
+        if let Some(id) = &id {
+            if state.channels.get(id).is_ok() {
+                return Err(Error::Conflict(format!("a channel with id {id:?} exists")));
+            }
+        }
+        let mut settings = eric_persistence::ChannelSettings::default();
+        settings.id = id;
+        settings.replay = Some(state.config.replay);
+        let created = stored.repository.create(settings).await?;
+        state.channels.register(created.sse().channel().clone())?;
+        let channel_id = created.id().to_owned();
+        stored
+            .channels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(channel_id.clone(), created);
+        return Ok((StatusCode::CREATED, Json(json!({"channel_id": channel_id}))));
+    }
     let mut builder = SseChannel::builder().replay(state.config.replay);
-    if let Some(id) = query.channel_id.or(from_body) {
+    if let Some(id) = id {
         builder = builder.id(id);
     }
     let channel = builder.build()?;
@@ -78,6 +98,10 @@ pub(crate) async fn subscribe(
     State(state): Shared,
     Query(query): Query<ChannelQuery>,
 ) -> Result<Json<Value>> {
+    if let Some(stored) = query.channel_id.as_deref().and_then(|id| state.stored(id)) {
+        let listener = stored.add_listener().await?;
+        return Ok(Json(json!({"listener_id": listener})));
+    }
     let listener = channel(&state, query.channel_id.as_deref())?.add_listener()?;
     Ok(Json(json!({"listener_id": listener.id()})))
 }
@@ -90,7 +114,11 @@ pub(crate) async fn broadcast(
 ) -> Result<Json<Value>> {
     let publish = json_body(body)?;
     let channel = channel(&state, query.channel_id.as_deref())?;
-    let report = channel.broadcast(Message::new(publish.message_type, publish.payload))?;
+    let message = Message::new(publish.message_type, publish.payload);
+    let report = match query.channel_id.as_deref().and_then(|id| state.stored(id)) {
+        Some(stored) => stored.broadcast(message).await?,
+        None => channel.broadcast(message)?,
+    };
     Ok(Json(json!({
         "id": channel.adapter().event_id(report.seq),
         "listeners": report.delivered,
@@ -108,10 +136,12 @@ pub(crate) async fn dispatch(
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    channel(&state, query.channel_id.as_deref())?.dispatch(
-        listener,
-        Message::new(publish.message_type, publish.payload),
-    )?;
+    let channel = channel(&state, query.channel_id.as_deref())?;
+    let message = Message::new(publish.message_type, publish.payload);
+    match state.stored(channel.id()) {
+        Some(stored) => stored.dispatch(listener, message).await?,
+        None => channel.dispatch(listener, message)?,
+    }
     Ok(Json(json!({"ok": true})))
 }
 
@@ -146,12 +176,21 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Result<Response> {
     let channel = channel(&state, Some(&channel_id))?;
-    let events = channel
-        .message_stream_resuming(&listener_id, last_event_id(&headers, &query).as_deref())?;
-    Ok(sse_response(
-        &state,
-        Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
-    ))
+    let last = last_event_id(&headers, &query);
+    let events: Events = match state.stored(&channel_id) {
+        // A stored listener: what it reads is recorded.
+        Some(stored) => Box::pin(
+            stored
+                .message_stream_resuming(&listener_id, last.as_deref())?
+                .map(|e| e.map_err(|err| err.to_string())),
+        ),
+        None => Box::pin(
+            channel
+                .message_stream_resuming(&listener_id, last.as_deref())?
+                .map(|e| e.map_err(|err| err.to_string())),
+        ),
+    };
+    Ok(sse_response(&state, events))
 }
 
 /// `GET /channels/{channel}/events`: subscribe and stream in one request, what a
@@ -175,7 +214,11 @@ pub(crate) async fn remove_listener(
     State(state): Shared,
     Path((channel_id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    channel(&state, Some(&channel_id))?.remove_listener(&listener_id)?;
+    let channel = channel(&state, Some(&channel_id))?;
+    match state.stored(&channel_id) {
+        Some(stored) => stored.remove_listener(&listener_id).await?,
+        None => channel.remove_listener(&listener_id)?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,6 +228,14 @@ pub(crate) async fn remove_channel(
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
     state.channels.rm(&channel_id)?;
+    if let Some(stored) = &state.stored {
+        stored
+            .channels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&channel_id);
+        stored.repository.delete(&channel_id).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

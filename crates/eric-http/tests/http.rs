@@ -468,3 +468,76 @@ async fn tokens_guard_publishing_and_subscribing_separately() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
+    use eric_persistence::{InMemoryStorage, KvStorage, SseChannelRepository};
+    use std::sync::Arc;
+
+    let storage: Arc<dyn KvStorage> = Arc::new(InMemoryStorage::new());
+    let repository = || SseChannelRepository::from_arc(Arc::clone(&storage));
+    let start_stored = || async {
+        let server =
+            HttpServer::bind_with_repository("127.0.0.1:0", HttpConfig::default(), repository())
+                .await
+                .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        (
+            Running {
+                base,
+                http: reqwest::Client::new(),
+                _stop: stop,
+            },
+            task,
+        )
+    };
+
+    let (first, task) = start_stored().await;
+    let channel = first.create().await;
+    let listener = first.subscribe(&channel).await;
+    assert_eq!(
+        first.broadcast(&channel, "news", json!(1)).await.status(),
+        StatusCode::OK
+    );
+    let dispatched = first
+        .http
+        .post(first.url(&format!(
+            "/dispatch?channel_id={channel}&listener_id={listener}"
+        )))
+        .json(&json!({"type": "dm", "payload": "kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dispatched.status(), StatusCode::OK);
+    drop(first); // stops the server
+    task.await.unwrap().unwrap();
+
+    let (second, _task) = start_stored().await;
+    let listed: Vec<String> = second
+        .http
+        .get(second.url("/channels"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&channel));
+    let mut events = second
+        .events(&format!("/stream/{channel}/{listener}"), None)
+        .await;
+    assert_eq!(next(&mut events).await.event, "news");
+    assert_eq!(next(&mut events).await.data, "\"kept\"");
+    let deleted = second
+        .http
+        .delete(second.url(&format!("/channel/{channel}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(repository().load_all().await.unwrap().is_empty());
+}
