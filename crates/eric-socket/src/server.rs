@@ -366,6 +366,14 @@ fn stored_channel(state: &State, request: &Request) -> Option<PersistentSseChann
     stored.get(request.channel_id.as_deref().unwrap_or_default())
 }
 
+/// eric-sse raises this one without a message when listening to an unknown listener.
+fn listen_reply(mut reply: ErrorReply) -> ErrorReply {
+    if reply.kind == "InvalidListenerException" {
+        reply.detail.clear();
+    }
+    reply
+}
+
 /// eric-sse's words for a dispatch to an unknown listener.
 fn dispatch_reply(listener: &str) -> impl Fn(ErrorReply) -> ErrorReply + '_ {
     move |mut reply| {
@@ -479,30 +487,23 @@ async fn stream_to(
         let channel = channel(state, request)?;
         let retry = channel.adapter().retry_ms();
         let events: EventStream = match request.verb {
-            Verb::Listen if stored_channel(state, request).is_some() => {
-                let listener = receiver(request)?;
-                let stored =
-                    stored_channel(state, request).ok_or_else(|| ErrorReply::format("gone"))?;
-                let stream = stored.message_stream(listener).map_err(|err| {
-                    let mut reply = ErrorReply::from(err);
-                    if reply.kind == "InvalidListenerException" {
-                        reply.detail.clear();
-                    }
-                    reply
-                })?;
-                Box::pin(stream.map(|e| e.map_err(|err| err.to_string())))
-            }
             Verb::Listen => {
                 let listener = receiver(request)?;
-                let stream = channel.message_stream(listener).map_err(|err| {
-                    // eric-sse raises this one without a message.
-                    let mut reply = ErrorReply::from(err);
-                    if reply.kind == "InvalidListenerException" {
-                        reply.detail.clear();
-                    }
-                    reply
-                })?;
-                Box::pin(stream.map(|e| e.map_err(|err| err.to_string())))
+                match stored_channel(state, request) {
+                    // A stored listener: what it reads is recorded.
+                    Some(stored) => Box::pin(
+                        stored
+                            .message_stream(listener)
+                            .map_err(|err| listen_reply(err.into()))?
+                            .map(|e| e.map_err(|err| err.to_string())),
+                    ),
+                    None => Box::pin(
+                        channel
+                            .message_stream(listener)
+                            .map_err(|err| listen_reply(err.into()))?
+                            .map(|e| e.map_err(|err| err.to_string())),
+                    ),
+                }
             }
             _ => Box::pin(
                 channel
