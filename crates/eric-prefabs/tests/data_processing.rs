@@ -11,22 +11,31 @@ use eric_core::Message;
 use eric_prefabs::{DataProcessingChannel, Error};
 use futures_util::StreamExt;
 
+/// Dispatches messages of type `n` carrying each number of `numbers` to `listener`.
+fn queue_numbers<A: eric_core::Adapter>(
+    channel: &DataProcessingChannel<A>,
+    listener: &str,
+    numbers: std::ops::Range<u64>,
+) {
+    for n in numbers {
+        channel
+            .channel()
+            .dispatch(listener, Message::new("n", n))
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn every_queued_message_is_processed_once() {
     let channel = DataProcessingChannel::new(4).unwrap();
     let listener = channel.add_listener().unwrap();
-    for n in 0..10_000u64 {
-        channel
-            .channel()
-            .dispatch(listener.id(), Message::new("job", n))
-            .unwrap();
-    }
+    queue_numbers(&channel, listener.id(), 0..10_000);
     let mut seen: Vec<u64> = channel
         .process_queue(listener.id())
         .unwrap()
         .map(|r| {
             let processed = r.unwrap();
-            assert_eq!(processed.event(), "job");
+            assert_eq!(processed.event(), "n");
             processed.data().as_u64().unwrap()
         })
         .collect()
@@ -66,12 +75,7 @@ async fn a_panicking_callback_is_an_error_item_and_the_pool_goes_on() {
     })
     .unwrap();
     let listener = channel.add_listener().unwrap();
-    for n in 0..100u64 {
-        channel
-            .channel()
-            .dispatch(listener.id(), Message::new("n", n))
-            .unwrap();
-    }
+    queue_numbers(&channel, listener.id(), 0..100);
     let results: Vec<_> = channel
         .process_queue(listener.id())
         .unwrap()
@@ -111,12 +115,7 @@ async fn in_flight_work_stays_bounded_whatever_the_queue_length() {
     })
     .unwrap();
     let listener = channel.add_listener().unwrap();
-    for n in 0..500u64 {
-        channel
-            .channel()
-            .dispatch(listener.id(), Message::new("n", n))
-            .unwrap();
-    }
+    queue_numbers(&channel, listener.id(), 0..500);
     let mut stream = channel.process_queue(listener.id()).unwrap();
     let mut done = 0;
     while let Some(result) = stream.next().await {
