@@ -97,21 +97,13 @@ impl HttpServer {
         config: HttpConfig,
         repository: eric_persistence::SseChannelRepository,
     ) -> Result<Self> {
-        let loaded = repository.load_all().await?;
-        let mut server = Self::bind(addr, config.clone()).await?;
         let channels = ChannelContainer::new();
-        let mut stored = std::collections::HashMap::new();
-        for channel in loaded {
-            tracing::info!(channel_id = channel.id(), "loaded a stored channel");
-            let _ = channels.register(channel.sse().channel().clone());
-            stored.insert(channel.id().to_owned(), channel);
-        }
+        let stored = eric_persistence::StoredChannels::load(repository, &channels).await?;
+        tracing::info!(channels = stored.len(), "loaded the stored channels");
+        let mut server = Self::bind(addr, config.clone()).await?;
         server.state = Arc::new(AppState {
             channels,
-            stored: Some(state::Stored {
-                repository,
-                channels: std::sync::RwLock::new(stored),
-            }),
+            stored: Some(stored),
             config,
             metrics: Arc::new(Metrics::default()),
         });

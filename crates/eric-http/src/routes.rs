@@ -63,23 +63,14 @@ pub(crate) async fn create(
         .map(str::to_owned);
     let id = query.channel_id.or(from_body);
     if let Some(stored) = &state.stored {
-        if let Some(id) = &id {
-            if state.channels.get(id).is_ok() {
-                return Err(Error::Conflict(format!("a channel with id {id:?} exists")));
-            }
-        }
         let mut settings = eric_persistence::ChannelSettings::default();
         settings.id = id;
         settings.replay = Some(state.config.replay);
-        let created = stored.repository.create(settings).await?;
-        state.channels.register(created.sse().channel().clone())?;
-        let channel_id = created.id().to_owned();
-        stored
-            .channels
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(channel_id.clone(), created);
-        return Ok((StatusCode::CREATED, Json(json!({"channel_id": channel_id}))));
+        let created = stored.create(settings, &state.channels).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({"channel_id": created.id()})),
+        ));
     }
     let mut builder = SseChannel::builder().replay(state.config.replay);
     if let Some(id) = id {
@@ -227,14 +218,11 @@ pub(crate) async fn remove_channel(
     State(state): Shared,
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
-    state.channels.rm(&channel_id)?;
-    if let Some(stored) = &state.stored {
-        stored
-            .channels
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&channel_id);
-        stored.repository.delete(&channel_id).await?;
+    match &state.stored {
+        Some(stored) => stored.remove(&channel_id, &state.channels).await?,
+        None => {
+            state.channels.rm(&channel_id)?;
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -87,29 +87,15 @@ pub(crate) struct Metrics {
 
 pub(crate) struct AppState {
     pub(crate) channels: ChannelContainer<SseAdapter>,
-    pub(crate) stored: Option<Stored>,
+    pub(crate) stored: Option<eric_persistence::StoredChannels>,
     pub(crate) config: HttpConfig,
     pub(crate) metrics: std::sync::Arc<Metrics>,
-}
-
-/// The repository a persistent server keeps its channels in, and those channels.
-pub(crate) struct Stored {
-    pub(crate) repository: eric_persistence::SseChannelRepository,
-    pub(crate) channels: std::sync::RwLock<
-        std::collections::HashMap<String, eric_persistence::PersistentSseChannel>,
-    >,
 }
 
 impl AppState {
     /// A stored channel by id, when the server keeps channels in a repository.
     pub(crate) fn stored(&self, id: &str) -> Option<eric_persistence::PersistentSseChannel> {
-        self.stored.as_ref().and_then(|s| {
-            s.channels
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(id)
-                .cloned()
-        })
+        self.stored.as_ref().and_then(|s| s.get(id))
     }
 
     pub(crate) fn metrics_text(&self) -> String {

@@ -527,6 +527,13 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(listed, std::slice::from_ref(&channel));
+    let again = second
+        .http
+        .put(second.url(&format!("/create?channel_id={channel}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT, "a stored id is taken");
     let mut events = second
         .events(&format!("/stream/{channel}/{listener}"), None)
         .await;

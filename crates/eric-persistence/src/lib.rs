@@ -34,6 +34,7 @@ pub mod record;
 mod redis_storage;
 mod repository;
 mod storage;
+mod stored;
 
 pub use error::{Error, Result};
 pub use key::Keys;
@@ -42,3 +43,4 @@ pub use persistent::{PersistentSseChannel, PersistentStream};
 pub use redis_storage::RedisStorage;
 pub use repository::{ChannelSettings, SseChannelRepository};
 pub use storage::{InMemoryStorage, KvStorage};
+pub use stored::StoredChannels;

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
-
 use eric_core::ChannelContainer;
-use eric_persistence::{ChannelSettings, PersistentSseChannel, SseChannelRepository};
+use eric_persistence::{
+    ChannelSettings, PersistentSseChannel, SseChannelRepository, StoredChannels,
+};
 use eric_prefabs::{SseAdapter, SseChannel, SseEvent};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
@@ -71,25 +70,9 @@ impl SocketServerConfig {
 struct State {
     // Every channel's in-memory side; stored channels are also in `stored`.
     channels: ChannelContainer<SseAdapter>,
-    stored: Option<Stored>,
+    stored: Option<StoredChannels>,
     active_streams: AtomicUsize,
     config: SocketServerConfig,
-}
-
-/// The repository a persistent server keeps its channels in, and those channels.
-struct Stored {
-    repository: SseChannelRepository,
-    channels: RwLock<HashMap<String, PersistentSseChannel>>,
-}
-
-impl Stored {
-    fn get(&self, id: &str) -> Option<PersistentSseChannel> {
-        self.channels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
 }
 
 /// A handle on a running server's state, for observing it.
@@ -196,22 +179,14 @@ impl SocketServer {
         config: SocketServerConfig,
         repository: SseChannelRepository,
     ) -> Result<Self> {
-        let loaded = repository.load_all().await?;
-        let mut server = Self::bind_with(path, config).await?;
         let channels = ChannelContainer::new();
-        let mut stored = HashMap::new();
-        for channel in loaded {
-            tracing::info!(channel_id = channel.id(), "loaded a stored channel");
-            let _ = channels.register(channel.sse().channel().clone());
-            stored.insert(channel.id().to_owned(), channel);
-        }
+        let stored = StoredChannels::load(repository, &channels).await?;
+        tracing::info!(channels = stored.len(), "loaded the stored channels");
+        let mut server = Self::bind_with(path, config).await?;
         let config = server.state.config.clone();
         server.state = Arc::new(State {
             channels,
-            stored: Some(Stored {
-                repository,
-                channels: RwLock::new(stored),
-            }),
+            stored: Some(stored),
             active_streams: AtomicUsize::new(0),
             config,
         });
@@ -395,25 +370,14 @@ async fn execute(state: &State, request: &Request) -> Result<String, ErrorReply>
     if let Some(stored) = &state.stored {
         match request.verb {
             Verb::CreateChannel => {
-                let created = stored.repository.create(ChannelSettings::default()).await?;
-                state.channels.register(created.sse().channel().clone())?;
-                let id = created.id().to_owned();
-                stored
-                    .channels
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(id.clone(), created);
-                return Ok(id);
+                let created = stored
+                    .create(ChannelSettings::default(), &state.channels)
+                    .await?;
+                return Ok(created.id().to_owned());
             }
             Verb::RemoveChannel => {
                 let id = request.channel_id.as_deref().unwrap_or_default();
-                state.channels.rm(id)?;
-                stored
-                    .channels
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(id);
-                stored.repository.delete(id).await?;
+                stored.remove(id, &state.channels).await?;
                 return Ok(ACK.to_owned());
             }
             _ => {}
