@@ -1,8 +1,5 @@
-//! The chat of the `server-sent-events` package, on eric's Publisher: open
-//! http://localhost:5000 in two windows, pick names, talk. Each newcomer gets the recent
-//! history first (initial data), and everyone is greeted by name when someone joins (a
-//! publication made per subscriber from its properties). Plain HTML and EventSource.
-//! `cargo run --example chat` (`PORT=5001` to move it).
+//! The chat app itself (router and page), shared by `examples/chat/main.rs` and the
+//! browser test `tests/browser_chat.rs`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,22 +33,17 @@ struct Said {
     text: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// The chat: `/` the page, `/stream?name=` a subscriber's events, `POST /send` a message.
+pub(crate) fn router() -> Router {
     let chat = Chat {
         publisher: Publisher::new(),
         history: Arc::default(),
     };
-    let app = Router::new()
+    Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/stream", get(stream))
         .route("/send", post(send))
-        .with_state(chat);
-    let port = std::env::var("PORT").unwrap_or_else(|_| "5000".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    println!("chat on http://localhost:{port} (open it in two windows)");
-    axum::serve(listener, app).await?;
-    Ok(())
+        .with_state(chat)
 }
 
 /// A subscriber's stream: the history first, then everything said.
@@ -105,6 +97,7 @@ async fn send(State(chat): State<Chat>, axum::Json(said): axum::Json<Said>) -> &
     "ok"
 }
 
+// The page: plain HTML and `EventSource`, no build step.
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
 <head>
