@@ -36,6 +36,9 @@ enum Command {
         /// The largest request body, in bytes.
         #[arg(long, default_value_t = 1 << 20, env = "ERIC_MAX_BODY_BYTES")]
         max_body_bytes: usize,
+        /// Seconds a connection may take to send its request head before it is closed.
+        #[arg(long, default_value_t = 10, env = "ERIC_HEADER_TIMEOUT")]
+        header_timeout: u64,
         /// A bearer token required to create, publish and remove.
         #[arg(long, env = "ERIC_PUBLISH_TOKEN")]
         publish_token: Option<String>,
@@ -157,6 +160,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             keep_alive,
             replay,
             max_body_bytes,
+            header_timeout,
             publish_token,
             subscribe_token,
             cors_origin,
@@ -167,6 +171,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
                 .replay(replay)
                 .max_body_bytes(max_body_bytes)
+                .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)
                 .cors_origins(cors_origin);

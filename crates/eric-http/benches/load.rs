@@ -1,7 +1,10 @@
 //! Load: 100 and 1,000 concurrent SSE streams, broadcasts at a fixed rate; deliveries/s,
 //! p50/p99 latency, lost and out-of-order events, server CPU and memory per idle
-//! stream. eric's server next to a minimal axum + `tokio::sync::broadcast` server, each
-//! in a process of its own, in the same run, driven by the same load generator.
+//! stream. eric's server next to a minimal axum + `tokio::sync::broadcast` server (the
+//! ratio's reference, served by `axum::serve`) and the same server with its connections
+//! served by hyper's HTTP/1.1 connection as eric's are (the floor for memory per
+//! stream), each in a process of its own, in the same run, driven by the same load
+//! generator.
 //!
 //! `cargo bench -p eric-http --bench load [-- quick]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -42,8 +45,10 @@ fn serve_eric() {
     });
 }
 
-/// The reference: the least an axum SSE fan-out server can be.
-fn serve_reference() {
+/// The reference: the least an axum SSE fan-out server can be. `hyper_direct`: its
+/// connections served by hyper's HTTP/1.1 connection, as eric's are, instead of
+/// `axum::serve` (hyper-util's auto HTTP/1+2 builder): the floor for memory per stream.
+fn serve_reference(hyper_direct: bool) {
     use axum::Router;
     use axum::body::Body;
     use axum::extract::State;
@@ -95,7 +100,22 @@ fn serve_reference() {
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap());
-        axum::serve(listener, app).await.unwrap();
+        if !hyper_direct {
+            return axum::serve(listener, app).await.unwrap();
+        }
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            let app = app.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tcp),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
     });
 }
 
@@ -286,7 +306,8 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcom
 fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("eric") => return serve_eric(),
-        Ok("reference") => return serve_reference(),
+        Ok("reference") => return serve_reference(false),
+        Ok("reference-hyper") => return serve_reference(true),
         _ => {}
     }
     let quick = std::env::args().any(|a| a == "quick");
@@ -305,16 +326,16 @@ fn main() {
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (streams, rate) in [(100usize, 500u64), (100, 2_000), (1_000, 50), (1_000, 200)] {
         let mut reference_rate = 0.0;
-        for kind in ["reference", "eric"] {
+        for kind in ["reference", "reference-hyper", "eric"] {
             let server = Server::start(kind);
             let o = rt.block_on(run(&server, streams, rate, seconds));
             if kind == "reference" {
                 reference_rate = o.deliveries_per_s;
             }
-            let label = if kind == "eric" {
-                "eric"
-            } else {
-                "axum + broadcast"
+            let label = match kind {
+                "eric" => "eric",
+                "reference" => "axum + broadcast",
+                _ => "same, hyper http1",
             };
             println!(
                 "| {streams} | {rate} | {label} | {:.0} | {:.2} | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",

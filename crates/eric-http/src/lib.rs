@@ -36,6 +36,7 @@
 mod error;
 mod events;
 mod routes;
+mod serve;
 mod state;
 
 use std::future::Future;
@@ -136,20 +137,16 @@ impl HttpServer {
     ) -> Result<()> {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&self.state));
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                for id in state.channels.ids() {
-                    if let Ok(channel) = state.channels.get(&id) {
-                        channel.close();
-                    }
+        let timeout = self.state.config.header_read_timeout;
+        serve::serve(self.listener, app, timeout, shutdown, move || {
+            for id in state.channels.ids() {
+                if let Ok(channel) = state.channels.get(&id) {
+                    channel.close();
                 }
-            })
-            .await
-            .map_err(|source| Error::Io {
-                operation: "serve",
-                source,
-            })
+            }
+        })
+        .await;
+        Ok(())
     }
 }
 

@@ -25,6 +25,9 @@ pub struct HttpConfig {
     pub subscribe_token: Option<String>,
     /// Origins allowed by CORS (default: none, same origin only; `*`: any).
     pub cors_origins: Vec<String>,
+    /// How long a connection may take to send a request head before it is closed
+    /// (default 10 s): a client that connects and sends nothing is not kept.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +39,7 @@ impl Default for HttpConfig {
             publish_token: None,
             subscribe_token: None,
             cors_origins: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -68,6 +72,12 @@ impl HttpConfig {
     /// Requires `token` to subscribe and stream.
     pub fn subscribe_token(mut self, token: Option<String>) -> Self {
         self.subscribe_token = token;
+        self
+    }
+
+    /// Sets how long a connection may take to send a request head.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
         self
     }
 

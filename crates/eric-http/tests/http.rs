@@ -548,3 +548,87 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert!(repository().load_all().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn shutdown_sends_the_closed_event_and_waits_for_streams_to_end() {
+    let server = HttpServer::bind("127.0.0.1:0", HttpConfig::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .put(format!("{base}/create"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channel = created["channel_id"].as_str().unwrap();
+    let response = http
+        .get(format!("{base}/channels/{channel}/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+
+    stop.send(()).unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("no closed event after shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.event, "_eric_channel_closed");
+    let end = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the stream did not end after shutdown");
+    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("run_until did not return after shutdown")
+        .unwrap()
+        .unwrap();
+    // Not listening any more.
+    assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_closed() {
+    use tokio::io::AsyncReadExt;
+
+    let config = HttpConfig::default().header_read_timeout(Duration::from_millis(300));
+    let server = start(config).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut halfway = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut halfway, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for connection in [&mut silent, &mut halfway] {
+        let mut buf = [0u8; 256];
+        // The server closes it (a 408 reply or none, then EOF) well within 5 s.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match connection.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection was kept open");
+    }
+    // The server still serves everyone else.
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}

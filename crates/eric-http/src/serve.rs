@@ -1,0 +1,77 @@
+//! The accept loop: each connection served by hyper's HTTP/1.1 connection directly.
+//!
+//! Not `axum::serve`: that serves every connection through hyper-util's auto
+//! (HTTP/1 + HTTP/2) builder, which measured 35 KB of heap and 86 allocations per idle
+//! SSE stream against 19 KB and 14 here (25 vs 11 KiB of RSS). An SSE server's cost is
+//! its idle connections, so that is the number that matters. `EventSource` speaks
+//! HTTP/1.1 (browsers use HTTP/2 only over TLS, which a proxy in front terminates).
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// Accepts and serves connections until `shutdown` completes; then stops accepting,
+/// runs `on_shutdown`, and waits for the open connections to finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+    on_shutdown: impl FnOnce(),
+) {
+    let mut builder = http1::Builder::new();
+    // A client that connects and never finishes its request head is dropped.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Events are small writes that must go out now, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let connection =
+            builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    on_shutdown();
+    graceful.shutdown().await;
+}
+
+/// What axum (and hyper 0.14 before it) does: a peer's failed handshake is the peer's
+/// problem; anything else (out of file descriptors, typically) is logged and waited out.
+async fn accept_error(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
