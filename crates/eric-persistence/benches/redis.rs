@@ -2,7 +2,7 @@
 //! stored listeners, next to raw redis-rs on the same server in the same run, and
 //! `redis-benchmark` where installed. Starts its own redis-server on a free port.
 //!
-//! `cargo bench -p eric-persistence --bench redis [-- quick]`
+//! `cargo bench -p eric-persistence --bench redis [-- quick] [dispatch|fanout]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
@@ -211,6 +211,13 @@ fn redis_benchmark(port: u16) -> Option<String> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let only = |part: &str| {
+        let parts = ["dispatch", "fanout"];
+        let chosen: Vec<String> = std::env::args()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        chosen.is_empty() || chosen.iter().any(|c| c == part)
+    };
     let server = RedisServer::start();
     let url = server.url();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
@@ -228,6 +235,7 @@ fn main() {
     rt.block_on(async {
         let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&url).await.unwrap());
 
+        if only("dispatch") {
         println!("## dispatch + deliver, one listener, {n} messages\n");
         println!("| run | msg/s | notes |");
         println!("|---|---:|---|");
@@ -254,6 +262,10 @@ fn main() {
         );
         if let Some(line) = redis_benchmark(port) {
             println!("| reference: redis-benchmark -t set -P 16 | {line} | |");
+        }
+        }
+        if !only("fanout") {
+            return;
         }
 
         println!("\n## broadcast to stored listeners (each read by its own task)\n");

@@ -39,7 +39,23 @@ impl Keys {
 
     /// The key made of `parts`, each escaped, joined by `:`.
     pub fn key(&self, parts: &[&str]) -> String {
-        let mut key = self.prefix.clone();
+        self.key_with_capacity(parts, 0)
+    }
+
+    /// The key made of `parts` and then `n` (zero-padded to 20 digits, so that keys sort
+    /// by number).
+    pub(crate) fn numbered_key(&self, parts: &[&str], n: u64) -> String {
+        use std::fmt::Write as _;
+        let mut key = self.key_with_capacity(parts, 21);
+        // Writing to a String cannot fail.
+        let _ = write!(key, ":{n:020}");
+        key
+    }
+
+    fn key_with_capacity(&self, parts: &[&str], extra: usize) -> String {
+        let length: usize = parts.iter().map(|p| p.len() + 1).sum();
+        let mut key = String::with_capacity(self.prefix.len() + length + extra);
+        key.push_str(&self.prefix);
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
                 key.push(':');
@@ -59,6 +75,14 @@ impl Keys {
 
 /// Appends `part` to `out`, escaped.
 pub(crate) fn escape_into(out: &mut String, part: &str) {
+    let plain = |b: u8| {
+        b.is_ascii_graphic() && !matches!(b, b'%' | b':' | b'*' | b'?' | b'[' | b']' | b'\\')
+    };
+    // Ids are usually uuids or plain names: nothing to escape.
+    if part.bytes().all(plain) {
+        out.push_str(part);
+        return;
+    }
     for c in part.chars() {
         match c {
             '%' | ':' | '*' | '?' | '[' | ']' | '\\' | ' ' => push_hex(out, c),

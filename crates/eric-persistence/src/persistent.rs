@@ -14,7 +14,7 @@ use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::record::{ChannelRecord, ListenerRecord, MessageRecord, RECORD_VERSION, encode};
+use crate::record::{ChannelRecord, ListenerRecord, RECORD_VERSION, encode, message_record_json};
 use crate::storage::KvStorage;
 
 /// Where each part of a channel lives in the storage.
@@ -49,9 +49,7 @@ impl ChannelKeys {
         self.storage.keys().prefix_of(&["listener", &self.id])
     }
     pub(crate) fn log_entry(&self, seq: u64) -> String {
-        self.storage
-            .keys()
-            .key(&["log", &self.id, &format!("{seq:020}")])
+        self.storage.keys().numbered_key(&["log", &self.id], seq)
     }
     pub(crate) fn log(&self) -> String {
         self.storage.keys().prefix_of(&["log", &self.id])
@@ -59,7 +57,7 @@ impl ChannelKeys {
     pub(crate) fn queue_entry(&self, listener: &str, n: u64) -> String {
         self.storage
             .keys()
-            .key(&["queue", &self.id, listener, &format!("{n:020}")])
+            .numbered_key(&["queue", &self.id, listener], n)
     }
     pub(crate) fn queue(&self, listener: &str) -> String {
         self.storage
@@ -89,6 +87,9 @@ pub(crate) struct Progress {
     pub(crate) dispatches_read: u64,
     pub(crate) dispatches_stored_read: u64,
     pub(crate) next_dispatch: u64,
+    /// A read is waiting to be recorded (the recorder has been told): later reads
+    /// only move the numbers above, without telling it again.
+    pub(crate) unrecorded: bool,
 }
 
 pub(crate) struct Inner {
@@ -337,6 +338,9 @@ impl PersistentStream {
             Some(seq) => p.cursor = p.cursor.max(seq + 1),
             None => p.dispatches_read += 1,
         }
+        if std::mem::replace(&mut p.unrecorded, true) {
+            return;
+        }
         drop(progress);
         let _ = self.inner.acks.send(Ack::Read(id.to_owned()));
     }
@@ -425,7 +429,7 @@ async fn write_messages(inner: &Inner, mut run: Vec<Request>) {
                     }
                     let seq = head + broadcasts;
                     broadcasts += 1;
-                    (inner.keys.log_entry(seq), MessageRecord::of(msg, None))
+                    (inner.keys.log_entry(seq), message_record_json(msg, None))
                 }
                 Op::Dispatch(listener, msg) => {
                     let stored = inner
@@ -448,17 +452,17 @@ async fn write_messages(inner: &Inner, mut run: Vec<Request>) {
                     let n = next_dispatch.entry(listener.clone()).or_insert(stored);
                     let key = inner.keys.queue_entry(listener, *n);
                     *n += 1;
-                    (key, MessageRecord::of(msg, Some(head + broadcasts)))
+                    (key, message_record_json(msg, Some(head + broadcasts)))
                 }
                 _ => continue,
             };
-            entries.push((key.clone(), encode(&record)));
+            entries.push((key.clone(), record));
             planned.push(Planned { key, request });
         }
         if planned.is_empty() {
             return;
         }
-        if let Err(err) = inner.keys.storage.upsert_many(&entries).await {
+        if let Err(err) = inner.keys.storage.upsert_many_json(&entries).await {
             let message = err.to_string();
             let mut source = Some(err);
             for p in planned {
@@ -643,13 +647,18 @@ async fn write_progress(
 ) -> Result<()> {
     let storage = &inner.keys.storage;
     let snapshot: Vec<(String, Progress)> = {
-        let progress = inner
+        let mut progress = inner
             .progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         dirty
             .iter()
-            .filter_map(|id| progress.get(id).map(|p| (id.clone(), *p)))
+            .filter_map(|id| {
+                let p = progress.get_mut(id)?;
+                // Reads from now on tell the recorder again.
+                p.unrecorded = false;
+                Some((id.clone(), *p))
+            })
             .collect()
     };
     let mut records = Vec::with_capacity(snapshot.len());

@@ -118,6 +118,39 @@ pub(crate) fn overflow_policy(name: &str) -> OverflowPolicy {
     }
 }
 
+/// The stored JSON text of `msg`'s [`MessageRecord`], written straight from the
+/// message: its payload's JSON is the one the message already holds (the same text the
+/// SSE adapter sends), so nothing is cloned or serialized twice on the write path.
+pub(crate) fn message_record_json(msg: &Message, broadcasts_before: Option<u64>) -> String {
+    let payload = msg.payload_json();
+    let mut out = Vec::with_capacity(payload.len() + msg.message_type().len() + 64);
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(RECORD_VERSION.to_string().as_bytes());
+    // Writing strings into a Vec cannot fail.
+    let _ = (|| -> serde_json::Result<()> {
+        out.extend_from_slice(b",\"type\":");
+        serde_json::to_writer(&mut out, msg.message_type())?;
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(payload.as_bytes());
+        if let Some(sender) = msg.sender_id() {
+            out.extend_from_slice(b",\"sender_id\":");
+            serde_json::to_writer(&mut out, sender)?;
+        }
+        if let Some(id) = msg.id() {
+            out.extend_from_slice(b",\"id\":");
+            serde_json::to_writer(&mut out, id)?;
+        }
+        if let Some(n) = broadcasts_before {
+            out.extend_from_slice(b",\"broadcasts_before\":");
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
+        Ok(())
+    })();
+    out.push(b'}');
+    // Only UTF-8 went in (JSON text and serde_json's escaped strings).
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Encodes a record as stored JSON.
 pub(crate) fn encode<T: Serialize>(record: &T) -> Value {
     // Records are plain structs of strings and numbers: serializing cannot fail.
@@ -144,4 +177,31 @@ pub fn decode<T: DeserializeOwned>(key: &str, value: Value) -> Result<T> {
         key: key.to_owned(),
         reason: err.to_string(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use eric_core::{SignedMessage, UniqueMessage};
+    use serde_json::json;
+
+    #[test]
+    fn message_json_decodes_to_the_same_record() {
+        let messages: Vec<(Message, Option<u64>)> = vec![
+            (Message::new("job", json!({"n": 1, "s": "a\"b\n"})), None),
+            (Message::new("t\u{e9}\"q", json!([1, 2.5, null])), Some(7)),
+            (SignedMessage::new("me", "hi", "x").into(), Some(0)),
+            (
+                UniqueMessage::with_id("id\\1", "me", "u", json!(true)).into(),
+                None,
+            ),
+        ];
+        for (msg, before) in messages {
+            let text = message_record_json(&msg, before);
+            let value: Value = serde_json::from_str(&text).unwrap();
+            let record: MessageRecord = decode("k", value).unwrap();
+            assert_eq!(record, MessageRecord::of(&msg, before), "{text}");
+        }
+    }
 }

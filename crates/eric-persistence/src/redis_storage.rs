@@ -155,6 +155,20 @@ impl KvStorage for RedisStorage {
             .map_err(|e| Self::error("upsert_many", first, e))
     }
 
+    async fn upsert_many_json(&self, entries: &[(String, String)]) -> Result<()> {
+        let Some((first, _)) = entries.first() else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        for (key, json) in entries {
+            pipe.set(key, json).ignore();
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| Self::error("upsert_many", first, e))
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let mut connection = self.connection.clone();
         connection

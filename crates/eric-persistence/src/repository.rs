@@ -250,6 +250,7 @@ impl SseChannelRepository {
                     dispatches_read: listener.dispatches_read,
                     dispatches_stored_read: listener.dispatches_read,
                     next_dispatch,
+                    unrecorded: false,
                 },
             );
         }

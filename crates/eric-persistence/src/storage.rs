@@ -42,6 +42,21 @@ pub trait KvStorage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Stores each `(key, json)` where `json` is JSON text already serialized (the write
+    /// path of messages, which hold their payload's JSON). The default parses each and
+    /// calls [`upsert_many`](Self::upsert_many); Redis stores the text as it is.
+    async fn upsert_many_json(&self, entries: &[(String, String)]) -> Result<()> {
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (key, json) in entries {
+            let value = serde_json::from_str(json).map_err(|err| crate::Error::Corrupt {
+                key: key.clone(),
+                reason: err.to_string(),
+            })?;
+            parsed.push((key.clone(), value));
+        }
+        self.upsert_many(&parsed).await
+    }
+
     /// Removes `key` (nothing if absent).
     async fn delete(&self, key: &str) -> Result<()>;
 
