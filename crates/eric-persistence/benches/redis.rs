@@ -249,10 +249,37 @@ fn main() {
         let many = eric_dispatch_deliver(Arc::clone(&storage), n, PRODUCERS).await;
         let eric_rate = n as f64 / many.as_secs_f64();
         println!(
-            "| eric, {PRODUCERS} producers (group commit) | **{}** | stored, delivered, reads recorded; {:.0}x eric-sse's 3.5 k/s; {:.2}x the pipelined ceiling |",
+            "| eric, {PRODUCERS} producers (group commit), 2 tokio workers | **{}** | stored, delivered, reads recorded; {:.0}x eric-sse's 3.5 k/s; {:.2}x the pipelined ceiling |",
             rate(n, many),
             eric_rate / 3_500.0,
             piped.as_secs_f64() / many.as_secs_f64()
+        );
+        // The same on one tokio worker: on this 2-core machine, the other core is left
+        // to the redis-server (and producers, writer and reader wake each other without
+        // crossing threads).
+        let one_worker = {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let storage: Arc<dyn KvStorage> =
+                        Arc::new(RedisStorage::connect(&url).await.unwrap());
+                    eric_dispatch_deliver(storage, n, PRODUCERS).await
+                })
+            })
+            .join()
+            .unwrap()
+        };
+        let one_rate = n as f64 / one_worker.as_secs_f64();
+        println!(
+            "| eric, {PRODUCERS} producers, 1 tokio worker | **{}** | {:.0}x eric-sse's 3.5 k/s; {:.2}x the 2-worker run |",
+            rate(n, one_worker),
+            one_rate / 3_500.0,
+            one_rate / eric_rate
         );
         let memory: Arc<dyn KvStorage> = Arc::new(eric_persistence::InMemoryStorage::new());
         let in_memory = eric_dispatch_deliver(memory, n, PRODUCERS).await;
