@@ -45,10 +45,20 @@ impl Keys {
     /// The key made of `parts` and then `n` (zero-padded to 20 digits, so that keys sort
     /// by number).
     pub(crate) fn numbered_key(&self, parts: &[&str], n: u64) -> String {
-        use std::fmt::Write as _;
         let mut key = self.key_with_capacity(parts, 21);
-        // Writing to a String cannot fail.
-        let _ = write!(key, ":{n:020}");
+        // Twenty digits hold any u64; written by hand because `{n:020}` pads one char at a
+        // time, and this is on the path of every stored message.
+        let mut digits = [b'0'; 20];
+        let mut rest = n;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        key.push(':');
+        key.extend(digits.iter().map(|&d| char::from(d)));
         key
     }
 
@@ -128,5 +138,11 @@ mod tests {
         assert_eq!(keys.key(&["é🦀"]), "p:é🦀");
         assert_eq!(keys.key(&["a\nb"]), "p:a%0Ab");
         assert_eq!(glob_literal("a*b[c]"), "a\\*b\\[c\\]");
+        assert_eq!(keys.numbered_key(&["q"], 0), "p:q:00000000000000000000");
+        assert_eq!(keys.numbered_key(&["q"], 42), format!("p:q:{:020}", 42));
+        assert_eq!(
+            keys.numbered_key(&["q"], u64::MAX),
+            format!("p:q:{}", u64::MAX)
+        );
     }
 }
