@@ -19,6 +19,24 @@ struct Cli {
     command: Command,
 }
 
+/// `--overflow`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Overflow {
+    Disconnect,
+    DropOldest,
+    Reject,
+}
+
+impl Overflow {
+    fn policy(self) -> eric::OverflowPolicy {
+        match self {
+            Overflow::Disconnect => eric::OverflowPolicy::Disconnect,
+            Overflow::DropOldest => eric::OverflowPolicy::DropOldest,
+            Overflow::Reject => eric::OverflowPolicy::Reject,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serves the HTTP SSE API (eric-sse's routes, EventSource-ready) until SIGINT or
@@ -39,6 +57,15 @@ enum Command {
         /// Seconds a connection may take to send its request head before it is closed.
         #[arg(long, default_value_t = 10, env = "ERIC_HEADER_TIMEOUT")]
         header_timeout: u64,
+        /// What each listener may have unread (0: unbounded). A client that stops
+        /// reading holds back everything broadcast since; this bounds it.
+        #[arg(long, default_value_t = eric::http::DEFAULT_CAPACITY, env = "ERIC_CAPACITY")]
+        capacity: usize,
+        /// What happens to a listener over --capacity: its stream ends (disconnect; an
+        /// EventSource reconnects and resumes), its oldest unread are dropped
+        /// (drop-oldest), or new messages are refused (reject).
+        #[arg(long, value_enum, default_value_t = Overflow::Disconnect, env = "ERIC_OVERFLOW")]
+        overflow: Overflow,
         /// A bearer token required to create, publish and remove.
         #[arg(long, env = "ERIC_PUBLISH_TOKEN")]
         publish_token: Option<String>,
@@ -161,6 +188,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             replay,
             max_body_bytes,
             header_timeout,
+            capacity,
+            overflow,
             publish_token,
             subscribe_token,
             cors_origin,
@@ -172,6 +201,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .replay(replay)
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
+                .capacity((capacity > 0).then_some(capacity), overflow.policy())
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)
                 .cors_origins(cors_origin);

@@ -53,7 +53,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::{Error, Result};
-pub use state::HttpConfig;
+pub use state::{DEFAULT_CAPACITY, HttpConfig};
 
 use state::{AppState, Metrics};
 

@@ -66,6 +66,8 @@ pub(crate) async fn create(
         let mut settings = eric_persistence::ChannelSettings::default();
         settings.id = id;
         settings.replay = Some(state.config.replay);
+        settings.capacity = state.config.capacity;
+        settings.overflow = Some(overflow_name(state.config.overflow).to_owned());
         let created = stored.create(settings, &state.channels).await?;
         return Ok((
             StatusCode::CREATED,
@@ -73,6 +75,9 @@ pub(crate) async fn create(
         ));
     }
     let mut builder = SseChannel::builder().replay(state.config.replay);
+    if let Some(capacity) = state.config.capacity {
+        builder = builder.capacity(capacity, state.config.overflow);
+    }
     if let Some(id) = id {
         builder = builder.id(id);
     }
@@ -273,4 +278,13 @@ pub(crate) async fn require(token: Option<String>, request: Request, next: Next)
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The stored name of an overflow policy (eric-persistence's `ChannelSettings`).
+fn overflow_name(policy: eric_core::OverflowPolicy) -> &'static str {
+    match policy {
+        eric_core::OverflowPolicy::DropOldest => "drop_oldest",
+        eric_core::OverflowPolicy::Disconnect => "disconnect",
+        _ => "reject",
+    }
 }

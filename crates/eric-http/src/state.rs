@@ -3,8 +3,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eric_core::ChannelContainer;
+use eric_core::{ChannelContainer, OverflowPolicy};
 use eric_prefabs::SseAdapter;
+
+/// The default bound on what a listener may have unread: the default replay window, so
+/// that bounding costs no memory beyond what replay keeps anyway (a bounded channel keeps
+/// its last `capacity` broadcasts, into which a lagging listener skips, and which
+/// resuming clients can replay too).
+pub const DEFAULT_CAPACITY: usize = eric_prefabs::DEFAULT_REPLAY;
 
 /// How an [`HttpServer`](crate::HttpServer) behaves.
 #[derive(Clone, Debug)]
@@ -28,6 +34,15 @@ pub struct HttpConfig {
     /// How long a connection may take to send a request head before it is closed
     /// (default 10 s): a client that connects and sends nothing is not kept.
     pub header_read_timeout: Duration,
+    /// What each listener of a channel created here may have unread (default
+    /// [`DEFAULT_CAPACITY`], 1024; `None`: unbounded). A client that stops reading holds its listener back, and
+    /// with it everything broadcast since: the bound is what keeps it from holding
+    /// memory without end.
+    pub capacity: Option<usize>,
+    /// What happens to a listener over `capacity` (default
+    /// [`OverflowPolicy::Disconnect`]: its stream ends; an `EventSource` reconnects with
+    /// `Last-Event-ID` and resumes from the replay window).
+    pub overflow: OverflowPolicy,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +55,8 @@ impl Default for HttpConfig {
             subscribe_token: None,
             cors_origins: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
+            capacity: Some(DEFAULT_CAPACITY),
+            overflow: OverflowPolicy::Disconnect,
         }
     }
 }
@@ -81,6 +98,14 @@ impl HttpConfig {
         self
     }
 
+    /// Bounds what each listener may have unread (`None`: unbounded), and what happens
+    /// to one that goes over.
+    pub fn capacity(mut self, capacity: Option<usize>, overflow: OverflowPolicy) -> Self {
+        self.capacity = capacity;
+        self.overflow = overflow;
+        self
+    }
+
     /// Allows these origins (CORS).
     pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = origins;
@@ -110,12 +135,14 @@ impl AppState {
 
     pub(crate) fn metrics_text(&self) -> String {
         let ids = self.channels.ids();
-        let (mut listeners, mut dropped) = (0u64, 0u64);
+        let (mut listeners, mut dropped, mut rejected, mut disconnected) = (0u64, 0, 0, 0);
         for id in &ids {
             if let Ok(channel) = self.channels.get(id) {
                 let stats = channel.stats();
                 listeners += stats.listeners as u64;
                 dropped += stats.dropped;
+                rejected += stats.rejected;
+                disconnected += stats.disconnected;
             }
         }
         let gauge = |name: &str, help: &str, kind: &str, value: u64| {
@@ -146,6 +173,18 @@ impl AppState {
                 "Messages dropped by bounded queues.",
                 "counter",
                 dropped,
+            ),
+            gauge(
+                "eric_rejected_total",
+                "Messages refused because a listener was full (overflow policy reject).",
+                "counter",
+                rejected,
+            ),
+            gauge(
+                "eric_disconnected_total",
+                "Listeners disconnected for falling too far behind (policy disconnect).",
+                "counter",
+                disconnected,
             ),
         ]
         .concat()

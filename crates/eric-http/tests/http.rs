@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use eric_core::OverflowPolicy;
 use eric_http::{HttpConfig, HttpServer};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
@@ -340,7 +341,12 @@ async fn errors_are_json_with_the_right_status() {
 
 #[tokio::test]
 async fn a_reconnecting_event_source_resumes_with_last_event_id() {
-    let server = start(HttpConfig::default().replay(64)).await;
+    // A bounded channel keeps its last `capacity` broadcasts, replayable too: bound it
+    // at the replay window so that 300 broadcasts are more than it keeps.
+    let config = HttpConfig::default()
+        .replay(64)
+        .capacity(Some(64), OverflowPolicy::Disconnect);
+    let server = start(config).await;
     let channel = server.create().await;
     let path = format!("/channels/{channel}/events");
     let mut first = server.events(&path, None).await;
@@ -631,4 +637,131 @@ async fn a_client_that_connects_and_sends_nothing_is_closed() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_get_everything() {
+    let capacity = 64;
+    let config = HttpConfig::default().capacity(Some(capacity), OverflowPolicy::Disconnect);
+    let server = start(config).await;
+    let channel = server.create().await;
+    // Subscribed, never streamed: everything broadcast waits for it.
+    let idle = server.subscribe(&channel).await;
+    let readers = 20;
+    let mut streams = Vec::new();
+    for _ in 0..readers {
+        streams.push(
+            server
+                .events(&format!("/channels/{channel}/events"), None)
+                .await,
+        );
+    }
+    server.eventually("eric_open_streams", readers).await;
+
+    let total = 3 * capacity;
+    let reading: Vec<_> = streams
+        .into_iter()
+        .map(|mut events| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < total {
+                    let event = next(&mut events).await;
+                    if event.event == "n" {
+                        got.push(event.data.parse::<usize>().unwrap());
+                    }
+                }
+                (got, events)
+            })
+        })
+        .collect();
+    for i in 0..total {
+        let r = server.broadcast(&channel, "n", json!(i)).await;
+        assert_eq!(r.status(), StatusCode::OK, "broadcast {i}");
+    }
+    let mut still_open = Vec::new();
+    for reader in reading {
+        let (got, events) = reader.await.unwrap();
+        assert_eq!(got, (0..total).collect::<Vec<_>>());
+        still_open.push(events);
+    }
+    // The laggard alone went, counted; nothing else was dropped or refused.
+    assert_eq!(server.metric("eric_disconnected_total").await, 1);
+    assert_eq!(server.metric("eric_listeners").await, readers);
+    assert_eq!(server.metric("eric_rejected_total").await, 0);
+    let gone = server
+        .http
+        .get(server.url(&format!("/stream/{channel}/{idle}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_socket_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+
+    let config = HttpConfig::default()
+        .keep_alive(None)
+        .capacity(Some(64), OverflowPolicy::Disconnect);
+    let server = start(config).await;
+    let channel = server.create().await;
+    let mut reader = server
+        .events(&format!("/channels/{channel}/events"), None)
+        .await;
+
+    // A client with a small receive buffer that sends its request and never reads:
+    // once the kernel's and hyper's buffers are full, its stream stops being read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stuck = socket.connect(addr).await.unwrap();
+    stuck
+        .write_all(format!("GET /channels/{channel}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    server.eventually("eric_open_streams", 2).await;
+
+    let reading = tokio::spawn(async move {
+        let mut expected = 0usize;
+        loop {
+            let event = next(&mut reader).await;
+            if event.event != "big" {
+                continue;
+            }
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(
+                data["n"], expected,
+                "the reading client lost or reordered an event"
+            );
+            expected += 1;
+            if data["last"] == true {
+                return (expected, reader);
+            }
+        }
+    });
+    // 8 KiB events until the stuck client is disconnected (at most 64 MiB).
+    let filler = "x".repeat(8 * 1024);
+    let mut sent = 0usize;
+    while server.metric("eric_disconnected_total").await == 0 {
+        assert!(
+            sent < 8192,
+            "a client that never reads was never disconnected"
+        );
+        for _ in 0..64 {
+            let r = server
+                .broadcast(&channel, "big", json!({"n": sent, "fill": filler}))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            sent += 1;
+        }
+    }
+    let r = server
+        .broadcast(&channel, "big", json!({"n": sent, "last": true}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (received, reader) = reading.await.unwrap();
+    assert_eq!(received, sent + 1);
+    assert_eq!(server.metric("eric_listeners").await, 1);
+    drop((stuck, reader));
 }
