@@ -1,0 +1,122 @@
+//! What the HTTP tests share: a server on a free loopback port, a reqwest client, an
+//! SSE parser.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use eric_http::{HttpConfig, HttpServer};
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+pub struct Running {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub _stop: oneshot::Sender<()>,
+}
+
+pub async fn start(config: HttpConfig) -> Running {
+    let server = HttpServer::bind("127.0.0.1:0", config).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn create(&self) -> String {
+        let r = self.http.put(self.url("/create")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["channel_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn subscribe(&self, channel: &str) -> String {
+        let r = self
+            .http
+            .post(self.url(&format!("/subscribe?channel_id={channel}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["listener_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn broadcast(
+        &self,
+        channel: &str,
+        message_type: &str,
+        payload: Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/broadcast?channel_id={channel}")))
+            .json(&json!({"type": message_type, "payload": payload}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn events(&self, path: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = self.http.get(self.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Box::pin(response.bytes_stream().eventsource().map(|e| e.unwrap()))
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn eventually(&self, name: &str, value: u64) {
+        for _ in 0..300 {
+            if self.metric(name).await == value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never became {value}");
+    }
+}
+
+pub async fn next(events: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("no event within 5 s")
+        .expect("the stream ended")
+}
