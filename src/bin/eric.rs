@@ -57,6 +57,10 @@ enum Command {
         /// Seconds a connection may take to send its request head before it is closed.
         #[arg(long, default_value_t = 10, env = "ERIC_HEADER_TIMEOUT")]
         header_timeout: u64,
+        /// Seconds a request may take to arrive and be answered once its head is in
+        /// (408 after that; streams' events do not count).
+        #[arg(long, default_value_t = 10, env = "ERIC_REQUEST_TIMEOUT")]
+        request_timeout: u64,
         /// What each listener may have unread (0: unbounded). A client that stops
         /// reading holds back everything broadcast since; this bounds it.
         #[arg(long, default_value_t = eric::http::DEFAULT_CAPACITY, env = "ERIC_CAPACITY")]
@@ -188,6 +192,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             replay,
             max_body_bytes,
             header_timeout,
+            request_timeout,
             capacity,
             overflow,
             publish_token,
@@ -201,6 +206,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .replay(replay)
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
+                .request_timeout(Duration::from_secs(request_timeout.max(1)))
                 .capacity((capacity > 0).then_some(capacity), overflow.policy())
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)

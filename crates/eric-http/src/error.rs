@@ -33,6 +33,10 @@ pub enum Error {
     /// 401: a token is required and was missing or wrong.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 408: the request took longer than the server's request timeout to arrive and be
+    /// answered (a body sent a byte at a time, say).
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
     /// 503: a listener's queue is full (bounded channels).
     #[error("{0}")]
     Full(String),
@@ -64,6 +68,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::BadRequest { status, .. } => *status,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,6 +81,7 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::BadRequest { .. } => "InvalidMessageFormat",
             Error::Unauthorized => "Unauthorized",
+            Error::Timeout(_) => "RequestTimeout",
             Error::Full(_) => "QueueFull",
             Error::Internal(_) | Error::Io { .. } => "Internal",
         }

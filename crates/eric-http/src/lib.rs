@@ -15,7 +15,7 @@
 //! | `GET /channels` | the ids |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
 //!
-//! Errors are `{"error", "message"}` with 400, 401, 404, 409, 413 or 503.
+//! Errors are `{"error", "message"}` with 400, 401, 404, 408, 409, 413, 415, 422 or 503.
 //!
 //! ```
 //! use eric_http::{HttpConfig, HttpServer};
@@ -180,6 +180,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let request_timeout = config.request_timeout;
+    app = app.layer(axum::middleware::from_fn(move |request, next| {
+        routes::deadline(request_timeout, request, next)
+    }));
     if !config.cors_origins.is_empty() {
         let origins = if config.cors_origins.iter().any(|o| o == "*") {
             AllowOrigin::any()

@@ -1,6 +1,7 @@
 //! The routes: eric-sse's HTTP front end, plus subscribe-and-stream for `EventSource`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -273,6 +274,15 @@ pub(crate) async fn require(token: Option<String>, request: Request, next: Next)
         next.run(request).await
     } else {
         Error::Unauthorized.into_response()
+    }
+}
+
+/// Answers 408 when a request takes longer than `timeout` to arrive and be answered.
+/// A stream's response is returned at once, so its events do not count.
+pub(crate) async fn deadline(timeout: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::Timeout(timeout).into_response(),
     }
 }
 

@@ -34,6 +34,10 @@ pub struct HttpConfig {
     /// How long a connection may take to send a request head before it is closed
     /// (default 10 s): a client that connects and sends nothing is not kept.
     pub header_read_timeout: Duration,
+    /// How long a request may take to arrive and be answered once its head is in (its
+    /// body read, its write stored; a stream's events do not count): 408 after that
+    /// (default 10 s). A client that sends its body a byte at a time is not kept.
+    pub request_timeout: Duration,
     /// What each listener of a channel created here may have unread (default
     /// [`DEFAULT_CAPACITY`], 1024; `None`: unbounded). A client that stops reading holds its listener back, and
     /// with it everything broadcast since: the bound is what keeps it from holding
@@ -55,6 +59,7 @@ impl Default for HttpConfig {
             subscribe_token: None,
             cors_origins: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             capacity: Some(DEFAULT_CAPACITY),
             overflow: OverflowPolicy::Disconnect,
         }
@@ -95,6 +100,12 @@ impl HttpConfig {
     /// Sets how long a connection may take to send a request head.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a request may take to arrive and be answered.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

@@ -658,3 +658,42 @@ async fn a_client_that_stops_reading_its_socket_is_disconnected() {
     assert_eq!(server.metric("eric_listeners").await, 1);
     drop((stuck, reader));
 }
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = HttpConfig::default().request_timeout(Duration::from_millis(300));
+    let server = start(config).await;
+    let channel = server.create().await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /broadcast?channel_id={channel} HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: 64\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let dribble = async {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(600), dribble).await;
+    let mut reply = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut reply))
+        .await
+        .expect("no reply to a slow body")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("RequestTimeout"), "{reply}");
+    // Nothing was broadcast.
+    assert_eq!(server.metric("eric_delivered_total").await, 0);
+}
