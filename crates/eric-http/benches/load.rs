@@ -6,7 +6,7 @@
 //! stream), each in a process of its own, in the same run, driven by the same load
 //! generator.
 //!
-//! `cargo bench -p eric-http --bench load [-- quick]`
+//! `cargo bench -p eric-http --bench load [-- quick] [flood]` (`flood`: 10,000 streams)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
@@ -244,7 +244,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcom
             let mut last: Option<u64> = None;
             while tally.received < total {
                 let Ok(Some(Ok(event))) =
-                    tokio::time::timeout(Duration::from_secs(5), events.next()).await
+                    tokio::time::timeout(Duration::from_secs(30), events.next()).await
                 else {
                     break;
                 };
@@ -324,7 +324,13 @@ fn main() {
         "| streams | broadcasts/s | server | deliveries/s | ratio | p50 | p99 | lost | out of order | server CPU | server memory per idle stream |"
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (streams, rate) in [(100usize, 500u64), (100, 2_000), (1_000, 50), (1_000, 200)] {
+    // `flood`: 10,000 concurrent streams on one process (issue 9), a few broadcasts each.
+    let shapes: &[(usize, u64)] = if std::env::args().any(|a| a == "flood") {
+        &[(10_000, 5)]
+    } else {
+        &[(100, 500), (100, 2_000), (1_000, 50), (1_000, 200)]
+    };
+    for &(streams, rate) in shapes {
         let mut reference_rate = 0.0;
         for kind in ["reference", "reference-hyper", "eric"] {
             let server = Server::start(kind);

@@ -1,6 +1,6 @@
 //! Commands per second from 8 concurrent clients: eric's socket server, and eric-sse's
 //! Python server in the same run where its virtualenv exists (the python_client test
-//! makes it). `cargo bench -p eric-socket --bench commands`
+//! makes it). `cargo bench -p eric-socket --bench commands [-- burst]` (`burst`: 100,000 more).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -93,6 +93,11 @@ fn main() {
         // Warm up, then measure.
         commands_per_second(&path, 200).await;
         let rate = commands_per_second(&path, 5_000).await;
+        if std::env::args().any(|a| a == "burst") {
+            // Issue 9: a burst of 100,000 commands, every one acknowledged.
+            let burst = commands_per_second(&path, 100_000 / CLIENTS).await;
+            println!("| eric, a burst of 100,000 commands from {CLIENTS} clients | {burst:.0} | all acknowledged |");
+        }
         let _ = stop.send(());
         running.await.unwrap().unwrap();
         rate
