@@ -6,7 +6,9 @@
 //! stream), each in a process of its own, in the same run, driven by the same load
 //! generator.
 //!
-//! `cargo bench -p eric-http --bench load [-- quick] [flood]` (`flood`: 10,000 streams)
+//! `cargo bench -p eric-http --bench load [-- quick] [flood]` (`flood`: 10,000 streams);
+//! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
+//! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
@@ -21,6 +23,9 @@ use tokio::sync::Mutex;
 
 const ROLE: &str = "ERIC_LOAD_ROLE";
 
+#[path = "load/soak.rs"]
+mod soak;
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -30,13 +35,18 @@ fn now_us() -> u64 {
 
 // ---- the servers (child processes) ----
 
-fn serve_eric() {
+fn serve_eric(soak: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let config = eric_http::HttpConfig::default().keep_alive(None);
+        // The soak runs the server as `eric serve` does (keep-alive on, every default).
+        let config = if soak {
+            eric_http::HttpConfig::default().keep_alive(Some(Duration::from_secs(1)))
+        } else {
+            eric_http::HttpConfig::default().keep_alive(None)
+        };
         let server = eric_http::HttpServer::bind("127.0.0.1:0", config)
             .await
             .unwrap();
@@ -305,7 +315,8 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcom
 
 fn main() {
     match std::env::var(ROLE).as_deref() {
-        Ok("eric") => return serve_eric(),
+        Ok("eric") => return serve_eric(false),
+        Ok("eric-soak") => return serve_eric(true),
         Ok("reference") => return serve_reference(false),
         Ok("reference-hyper") => return serve_reference(true),
         _ => {}
@@ -317,6 +328,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "soak") {
+        let minutes: f64 = args
+            .get(at + 1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(30.0);
+        return rt.block_on(soak::run(minutes));
+    }
     println!(
         "# HTTP SSE load ({seconds} s per run; server and load generator share this machine's cores)\n"
     );
