@@ -224,12 +224,15 @@ pub(crate) async fn remove_channel(
     State(state): Shared,
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
+    // Removal closes the channel, so what it counted stops changing: keep it after.
+    let removed = channel(&state, Some(&channel_id))?;
     match &state.stored {
         Some(stored) => stored.remove(&channel_id, &state.channels).await?,
         None => {
             state.channels.rm(&channel_id)?;
         }
     }
+    state.metrics.retire(&removed.channel().stats());
     Ok(StatusCode::NO_CONTENT)
 }
 

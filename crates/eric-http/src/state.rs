@@ -129,6 +129,22 @@ impl HttpConfig {
 pub(crate) struct Metrics {
     pub(crate) open_streams: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    /// What channels removed so far had counted (dropped, rejected, disconnected), so
+    /// that the totals in `/metrics` never go down.
+    pub(crate) retired: [AtomicU64; 3],
+}
+
+impl Metrics {
+    /// Keeps what a channel about to be removed has counted.
+    pub(crate) fn retire(&self, stats: &eric_core::ChannelStats) {
+        for (total, n) in
+            self.retired
+                .iter()
+                .zip([stats.dropped, stats.rejected, stats.disconnected])
+        {
+            total.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 pub(crate) struct AppState {
@@ -146,7 +162,13 @@ impl AppState {
 
     pub(crate) fn metrics_text(&self) -> String {
         let ids = self.channels.ids();
-        let (mut listeners, mut dropped, mut rejected, mut disconnected) = (0u64, 0, 0, 0);
+        let [dropped, rejected, disconnected] = self
+            .metrics
+            .retired
+            .each_ref()
+            .map(|n| n.load(Ordering::Relaxed));
+        let (mut listeners, mut dropped, mut rejected, mut disconnected) =
+            (0u64, dropped, rejected, disconnected);
         for id in &ids {
             if let Ok(channel) = self.channels.get(id) {
                 let stats = channel.stats();

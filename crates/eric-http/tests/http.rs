@@ -588,6 +588,15 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_get_everyt
         .await
         .unwrap();
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    // A counter does not go down when its channel goes.
+    let deleted = server
+        .http
+        .delete(server.url(&format!("/channel/{channel}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.metric("eric_disconnected_total").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
