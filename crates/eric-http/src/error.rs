@@ -37,6 +37,10 @@ pub enum Error {
     /// answered (a body sent a byte at a time, say).
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// 503: the storage (Redis) failed or is unreachable; nothing was acknowledged, and
+    /// the same request can be retried.
+    #[error("{0}")]
+    Unavailable(String),
     /// 503: a listener's queue is full (bounded channels).
     #[error("{0}")]
     Full(String),
@@ -69,7 +73,7 @@ impl Error {
             Error::BadRequest { status, .. } => *status,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Full(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +87,7 @@ impl Error {
             Error::Unauthorized => "Unauthorized",
             Error::Timeout(_) => "RequestTimeout",
             Error::Full(_) => "QueueFull",
+            Error::Unavailable(_) => "RepositoryError",
             Error::Internal(_) | Error::Io { .. } => "Internal",
         }
     }
@@ -126,6 +131,7 @@ impl From<eric_persistence::Error> for Error {
             eric_persistence::Error::ChannelNotFound { channel_id } => {
                 Error::UnknownChannel(channel_id)
             }
+            err @ eric_persistence::Error::Storage { .. } => Error::Unavailable(err.to_string()),
             other => Error::Internal(format!("storage: {other}")),
         }
     }
