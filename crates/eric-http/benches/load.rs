@@ -6,7 +6,8 @@
 //! stream), each in a process of its own, in the same run, driven by the same load
 //! generator.
 //!
-//! `cargo bench -p eric-http --bench load [-- quick] [flood]` (`flood`: 10,000 streams);
+//! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck]` (`flood`: 10,000
+//! streams; `stuck`: 999 readers with and without clients that never read);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -202,7 +203,7 @@ struct Outcome {
     bytes_per_idle_stream: f64,
 }
 
-async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcome {
+async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bool) -> Outcome {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -241,6 +242,28 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcom
         )
     };
 
+    // `stuck`: beside the readers, a client that never reads its socket and a listener
+    // subscribed but never streamed (eric only).
+    let mut stuck_client = None;
+    if stuck && server.kind == "eric" {
+        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+        let path = stream_url.trim_start_matches(&server.base).to_owned();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut client,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        stuck_client = Some(client);
+        let channel = path.split('/').nth(2).unwrap_or_default().to_owned();
+        http.post(format!("{}/subscribe?channel_id={channel}", server.base))
+            .send()
+            .await
+            .unwrap();
+    }
     let (_, rss_before) = server.usage();
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let total = rate * seconds;
@@ -287,6 +310,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64) -> Outcom
         reader.await.unwrap();
     }
     let elapsed = start.elapsed();
+    drop(stuck_client);
     let (cpu_after, _) = server.usage();
     let tallies = tallies.lock().await;
     let received: u64 = tallies.iter().map(|t| t.received).sum();
@@ -343,6 +367,28 @@ fn main() {
         "| streams | broadcasts/s | server | deliveries/s | ratio | p50 | p99 | lost | out of order | server CPU | server memory per idle stream |"
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if std::env::args().any(|a| a == "stuck") {
+        // Issue 9: do 999 readers keep their rate beside clients that never read?
+        for stuck in [false, true] {
+            let server = Server::start("eric");
+            let o = rt.block_on(run(&server, 999, 50, seconds, stuck));
+            println!(
+                "| 999 | 50 | eric{} | {:.0} | | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | |",
+                if stuck {
+                    ", plus a stuck client and a never-streamed subscriber"
+                } else {
+                    ""
+                },
+                o.deliveries_per_s,
+                o.p50_ms,
+                o.p99_ms,
+                o.lost,
+                o.out_of_order,
+                o.cpu_percent
+            );
+        }
+        return;
+    }
     // `flood`: 10,000 concurrent streams on one process (issue 9), a few broadcasts each.
     let shapes: &[(usize, u64)] = if std::env::args().any(|a| a == "flood") {
         &[(10_000, 5)]
@@ -353,7 +399,7 @@ fn main() {
         let mut reference_rate = 0.0;
         for kind in ["reference", "reference-hyper", "eric"] {
             let server = Server::start(kind);
-            let o = rt.block_on(run(&server, streams, rate, seconds));
+            let o = rt.block_on(run(&server, streams, rate, seconds, false));
             if kind == "reference" {
                 reference_rate = o.deliveries_per_s;
             }
