@@ -391,6 +391,14 @@ fn main() {
     }
     // `flood`: 10,000 concurrent streams on one process (issue 9), a few broadcasts each.
     let shapes: &[(usize, u64)] = if std::env::args().any(|a| a == "flood") {
+        // 10,000 connections on each side need more descriptors than the usual soft
+        // limit of 1,024: raise it as far as the hard limit allows (the servers, started
+        // after this, inherit it).
+        match rlimit::increase_nofile_limit(24_000) {
+            Ok(limit) if limit >= 10_100 => {}
+            Ok(limit) => panic!("only {limit} file descriptors allowed; 10,000 streams need more"),
+            Err(e) => panic!("cannot raise the file-descriptor limit: {e}"),
+        }
         &[(10_000, 5)]
     } else {
         &[(100, 500), (100, 2_000), (1_000, 50), (1_000, 200)]
