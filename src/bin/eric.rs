@@ -61,6 +61,12 @@ enum Command {
         /// (408 after that; streams' events do not count).
         #[arg(long, default_value_t = 10, env = "ERIC_REQUEST_TIMEOUT")]
         request_timeout: u64,
+        /// The most channels the server holds (503 LimitReached beyond).
+        #[arg(long, default_value_t = 10_000, env = "ERIC_MAX_CHANNELS")]
+        max_channels: usize,
+        /// The most listeners a channel holds (503 LimitReached beyond).
+        #[arg(long, default_value_t = 100_000, env = "ERIC_MAX_LISTENERS")]
+        max_listeners: usize,
         /// What each listener may have unread (0: unbounded). A client that stops
         /// reading holds back everything broadcast since; this bounds it.
         #[arg(long, default_value_t = eric::http::DEFAULT_CAPACITY, env = "ERIC_CAPACITY")]
@@ -193,6 +199,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             max_body_bytes,
             header_timeout,
             request_timeout,
+            max_channels,
+            max_listeners,
             capacity,
             overflow,
             publish_token,
@@ -207,6 +215,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
+                .limits(max_channels, max_listeners)
                 .capacity((capacity > 0).then_some(capacity), overflow.policy())
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)

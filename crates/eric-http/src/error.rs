@@ -41,6 +41,10 @@ pub enum Error {
     /// the same request can be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the server holds as many channels, or the channel as many listeners, as
+    /// it is configured to.
+    #[error("{0}")]
+    LimitReached(String),
     /// 503: a listener's queue is full (bounded channels).
     #[error("{0}")]
     Full(String),
@@ -73,7 +77,9 @@ impl Error {
             Error::BadRequest { status, .. } => *status,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Full(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Full(_) | Error::Unavailable(_) | Error::LimitReached(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +94,7 @@ impl Error {
             Error::Timeout(_) => "RequestTimeout",
             Error::Full(_) => "QueueFull",
             Error::Unavailable(_) => "RepositoryError",
+            Error::LimitReached(_) => "LimitReached",
             Error::Internal(_) | Error::Io { .. } => "Internal",
         }
     }

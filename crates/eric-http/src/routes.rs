@@ -63,6 +63,12 @@ pub(crate) async fn create(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let id = query.channel_id.or(from_body);
+    if state.channels.len() >= state.config.max_channels {
+        return Err(Error::LimitReached(format!(
+            "the server holds its maximum of {} channels",
+            state.config.max_channels
+        )));
+    }
     if let Some(stored) = &state.stored {
         let mut settings = eric_persistence::ChannelSettings::default();
         settings.id = id;
@@ -95,11 +101,13 @@ pub(crate) async fn subscribe(
     State(state): Shared,
     Query(query): Query<ChannelQuery>,
 ) -> Result<Json<Value>> {
+    let channel = channel(&state, query.channel_id.as_deref())?;
+    room_for_a_listener(&state, &channel)?;
     if let Some(stored) = query.channel_id.as_deref().and_then(|id| state.stored(id)) {
         let listener = stored.add_listener().await?;
         return Ok(Json(json!({"listener_id": listener})));
     }
-    let listener = channel(&state, query.channel_id.as_deref())?.add_listener()?;
+    let listener = channel.add_listener()?;
     Ok(Json(json!({"listener_id": listener.id()})))
 }
 
@@ -199,6 +207,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Result<Response> {
     let channel = channel(&state, Some(&channel_id))?;
+    room_for_a_listener(&state, &channel)?;
     let events = channel.subscribe(last_event_id(&headers, &query).as_deref())?;
     Ok(sse_response(
         &state,
@@ -278,6 +287,18 @@ pub(crate) async fn require(token: Option<String>, request: Request, next: Next)
     } else {
         Error::Unauthorized.into_response()
     }
+}
+
+/// `LimitReached` when `channel` holds `max_listeners` already.
+fn room_for_a_listener(state: &AppState, channel: &SseChannel) -> Result<()> {
+    if channel.channel().listener_count() >= state.config.max_listeners {
+        return Err(Error::LimitReached(format!(
+            "channel {:?} holds its maximum of {} listeners",
+            channel.id(),
+            state.config.max_listeners
+        )));
+    }
+    Ok(())
 }
 
 /// Answers 408 when a request takes longer than `timeout` to arrive and be answered.

@@ -38,6 +38,12 @@ pub struct HttpConfig {
     /// body read, its write stored; a stream's events do not count): 408 after that
     /// (default 10 s). A client that sends its body a byte at a time is not kept.
     pub request_timeout: Duration,
+    /// The most channels the server holds (default 10,000): creating one more gets 503
+    /// `LimitReached`, so that no client can grow the server without end.
+    pub max_channels: usize,
+    /// The most listeners a channel holds (default 100,000): one more gets 503
+    /// `LimitReached`.
+    pub max_listeners: usize,
     /// What each listener of a channel created here may have unread (default
     /// [`DEFAULT_CAPACITY`], 1024; `None`: unbounded). A client that stops reading holds its listener back, and
     /// with it everything broadcast since: the bound is what keeps it from holding
@@ -60,6 +66,8 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            max_channels: 10_000,
+            max_listeners: 100_000,
             capacity: Some(DEFAULT_CAPACITY),
             overflow: OverflowPolicy::Disconnect,
         }
@@ -106,6 +114,13 @@ impl HttpConfig {
     /// Sets how long a request may take to arrive and be answered.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the most channels the server holds, and listeners each channel holds.
+    pub fn limits(mut self, max_channels: usize, max_listeners: usize) -> Self {
+        self.max_channels = max_channels;
+        self.max_listeners = max_listeners;
         self
     }
 

@@ -706,3 +706,46 @@ async fn a_body_sent_a_byte_at_a_time_gets_408() {
     // Nothing was broadcast.
     assert_eq!(server.metric("eric_delivered_total").await, 0);
 }
+
+#[tokio::test]
+async fn channels_and_listeners_are_capped() {
+    let server = start(HttpConfig::default().limits(2, 3)).await;
+    let first = server.create().await;
+    server.create().await;
+    let refused = server.http.put(server.url("/create")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "LimitReached");
+
+    server.subscribe(&first).await;
+    server.subscribe(&first).await;
+    let _open = server
+        .events(&format!("/channels/{first}/events"), None)
+        .await;
+    for refused in [
+        server
+            .http
+            .post(server.url(&format!("/subscribe?channel_id={first}")))
+            .send()
+            .await
+            .unwrap(),
+        server
+            .http
+            .get(server.url(&format!("/channels/{first}/events")))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    // Room again once a channel goes.
+    let deleted = server
+        .http
+        .delete(server.url(&format!("/channel/{first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    server.create().await;
+}
