@@ -2,7 +2,9 @@
 //! reference measured in the same run, idle CPU of waiting streams, and memory per idle
 //! listener.
 //!
-//! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|idle|memory ...]`
+//! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|idle|memory ...]`;
+//! `-- growth` (not in the default run): broadcast cost and memory from 10 to 1,000,000
+//! listeners and up to 1,000,000 unread messages.
 //!
 //! The machine is shared and noisy: each figure is the median of many short samples,
 //! eric's and the reference's interleaved, and the ratio is what to compare across runs.
@@ -371,6 +373,88 @@ fn bench_memory(alone: bool) {
     channel.close();
 }
 
+/// Issue 10: how each cost grows with listeners and with unread messages.
+fn bench_growth() {
+    let msg = Message::new("news", payload());
+    println!("\n## how costs grow: listeners\n");
+    println!(
+        "| listeners | eric ns per broadcast | reference ns per broadcast (a push per listener) | heap bytes per idle listener |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for listeners in [10usize, 100, 1_000, 10_000, 100_000, 1_000_000] {
+        let channel = Channel::default();
+        let mut handles = Vec::with_capacity(listeners);
+        let counted = LIVE_BYTES.load(Ordering::Relaxed);
+        for _ in 0..listeners {
+            handles.push(channel.add_listener().unwrap());
+        }
+        let per_listener = (LIVE_BYTES.load(Ordering::Relaxed) - counted) as f64 / listeners as f64;
+        // Idle listeners: every broadcast stays unread, in the channel's one log.
+        let broadcasts = 1_000;
+        let t = Instant::now();
+        for _ in 0..broadcasts {
+            black_box(channel.broadcast(msg.clone()).unwrap());
+        }
+        let eric_ns = t.elapsed().as_nanos() as f64 / broadcasts as f64;
+
+        let reference_broadcasts = (10_000_000 / listeners).clamp(5, 1_000);
+        let raw = Arc::new(RawMessage {
+            message_type: "news".into(),
+            payload: payload(),
+        });
+        let mut reference: Vec<VecDeque<Arc<RawMessage>>> =
+            (0..listeners).map(|_| VecDeque::new()).collect();
+        let t = Instant::now();
+        for _ in 0..reference_broadcasts {
+            for queue in reference.iter_mut() {
+                queue.push_back(Arc::clone(&raw));
+            }
+        }
+        let reference_ns = t.elapsed().as_nanos() as f64 / reference_broadcasts as f64;
+        println!("| {listeners} | {eric_ns:.0} | {reference_ns:.0} | {per_listener:.0} |");
+        drop(reference);
+        channel.close();
+        drop(handles);
+    }
+
+    println!("\n## how costs grow: unread messages\n");
+    println!(
+        "| unread | listeners | heap bytes per unread broadcast | heap bytes per unread dispatch |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for listeners in [1usize, 1_000] {
+        for unread in [10_000usize, 100_000, 1_000_000] {
+            let channel = Channel::default();
+            let handles: Vec<_> = (0..listeners)
+                .map(|_| channel.add_listener().unwrap())
+                .collect();
+            let before = LIVE_BYTES.load(Ordering::Relaxed);
+            for n in 0..unread {
+                channel.broadcast(Message::new("news", n)).unwrap();
+            }
+            let per_broadcast =
+                (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / unread as f64;
+            channel.close();
+            drop(handles);
+
+            let channel = Channel::default();
+            let handles: Vec<_> = (0..listeners)
+                .map(|_| channel.add_listener().unwrap())
+                .collect();
+            let before = LIVE_BYTES.load(Ordering::Relaxed);
+            for n in 0..unread {
+                channel
+                    .dispatch(handles[n % listeners].id(), Message::new("dm", n))
+                    .unwrap();
+            }
+            let per_dispatch = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / unread as f64;
+            println!("| {unread} | {listeners} | {per_broadcast:.0} | {per_dispatch:.0} |");
+            channel.close();
+            drop(handles);
+        }
+    }
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
@@ -392,5 +476,8 @@ fn main() {
     }
     if run("memory") {
         bench_memory(wanted.len() == 1);
+    }
+    if wanted.iter().any(|w| w == "growth") {
+        bench_growth();
     }
 }
