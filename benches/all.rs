@@ -1,0 +1,138 @@
+//! Every benchmark of the workspace in one run, each next to the references it measures
+//! in the same run: `cargo bench --bench all [-- quick]`. Prints each benchmark's tables
+//! as they come and writes them, under a description of the machine, to
+//! `target/bench-all.md` (docs/BENCHMARKS.md holds the reading of them).
+//!
+//! Before the socket benchmark it makes eric-sse's throwaway virtualenv (the
+//! `python_client` test does), so eric-sse's own server runs beside eric's.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Instant;
+
+/// (what, cargo arguments, arguments after `--`).
+const RUNS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "eric-core: broadcast, drain, idle cost, memory",
+        &["bench", "-p", "eric-core", "--bench", "broadcast"],
+        &[],
+    ),
+    (
+        "eric-core: how costs grow (to 1,000,000 listeners)",
+        &["bench", "-p", "eric-core", "--bench", "broadcast"],
+        &["growth"],
+    ),
+    (
+        "eric-prefabs: data processing",
+        &["bench", "-p", "eric-prefabs", "--bench", "data_processing"],
+        &[],
+    ),
+    (
+        "eric-persistence: Redis",
+        &["bench", "-p", "eric-persistence", "--bench", "redis"],
+        &[],
+    ),
+    (
+        "eric-socket: commands per second (eric-sse's server beside it)",
+        &["bench", "-p", "eric-socket", "--bench", "commands"],
+        &[],
+    ),
+    (
+        "eric-http: SSE load",
+        &["bench", "-p", "eric-http", "--bench", "load"],
+        &[],
+    ),
+];
+
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "?".into());
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_else(|| "?".into());
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|_| "?".into())
+    };
+    format!(
+        "- CPU: {cpu}, {} cores available\n- memory: {memory}\n- kernel: {}\n- {}\n- {}\n- commit: {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        output("uname", &["-r"]),
+        output("rustc", &["--version"]),
+        output("redis-server", &["--version"]),
+        output("git", &["rev-parse", "--short", "HEAD"]),
+    )
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut report = format!("# eric benchmarks, all in one run\n\n{}\n", machine());
+    print!("{report}");
+
+    // eric-sse's virtualenv, so its server is measured beside eric's.
+    let venv = Command::new(&cargo)
+        .args(["test", "-p", "eric-socket", "--test", "python_client", "-q"])
+        .current_dir(root)
+        .status();
+    if !venv.is_ok_and(|s| s.success()) {
+        println!("(eric-sse's virtualenv could not be made: the socket benchmark runs eric alone)");
+    }
+
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (what, cargo_args, bench_args) in RUNS {
+        let mut args: Vec<&str> = cargo_args.to_vec();
+        args.push("--");
+        args.extend_from_slice(bench_args);
+        if quick {
+            args.push("quick");
+        }
+        let command = format!("cargo {}", args.join(" "));
+        println!("\n## {what}\n\n`{command}`\n");
+        let t = Instant::now();
+        let output = Command::new(&cargo)
+            .args(&args)
+            .current_dir(root)
+            .output()
+            .expect("cargo runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        print!("{stdout}");
+        let _ = write!(
+            report,
+            "\n## {what}\n\n`{command}` ({:.0} s)\n\n{stdout}\n",
+            t.elapsed().as_secs_f64()
+        );
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+            println!("FAILED: {command}");
+            let _ = writeln!(
+                report,
+                "FAILED:\n\n```\n{}\n```",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+            failed.push(command);
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nAll benchmarks: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    let path = std::path::Path::new(root).join("target/bench-all.md");
+    std::fs::write(&path, &report).unwrap();
+    println!("\nwritten: {}", path.display());
+    assert!(failed.is_empty(), "benchmarks failed: {failed:?}");
+}
