@@ -381,6 +381,7 @@ fn bench_growth() {
         "| listeners | eric ns per broadcast | reference ns per broadcast (a push per listener) | heap bytes per idle listener |"
     );
     println!("|---:|---:|---:|---:|");
+    let mut points = Vec::new();
     for listeners in [10usize, 100, 1_000, 10_000, 100_000, 1_000_000] {
         let channel = Channel::default();
         let mut handles = Vec::with_capacity(listeners);
@@ -412,10 +413,15 @@ fn bench_growth() {
         }
         let reference_ns = t.elapsed().as_nanos() as f64 / reference_broadcasts as f64;
         println!("| {listeners} | {eric_ns:.0} | {reference_ns:.0} | {per_listener:.0} |");
+        points.push((listeners as f64, eric_ns, reference_ns));
         drop(reference);
         channel.close();
         drop(handles);
     }
+
+    let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/growth.svg");
+    plot_growth(&points, &svg);
+    println!("\nplot: {}", svg.display());
 
     println!("\n## how costs grow: unread messages\n");
     println!(
@@ -453,6 +459,50 @@ fn bench_growth() {
             drop(handles);
         }
     }
+}
+
+/// Broadcast cost against listeners, both axes logarithmic: eric flat, the reference a
+/// line of slope one.
+fn plot_growth(points: &[(f64, f64, f64)], path: &std::path::Path) {
+    use plotters::prelude::*;
+
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let top = points.iter().map(|p| p.2.max(p.1)).fold(1.0, f64::max) * 3.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "time per broadcast against listeners (log-log)",
+            ("sans-serif", 18),
+        )
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d((5.0..2e6).log_scale(), (10.0..top).log_scale())
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("listeners")
+        .y_desc("ns per broadcast")
+        .draw()
+        .unwrap();
+    chart
+        .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), &BLUE))
+        .unwrap()
+        .label("eric: one append to the channel's log")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), &RED))
+        .unwrap()
+        .label("reference: a push to every listener's queue")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .unwrap();
+    root.present().unwrap();
 }
 
 fn main() {
