@@ -138,7 +138,67 @@ struct Server {
     kind: &'static str,
 }
 
+/// The Python interpreter of the throwaway virtualenv the eric-socket `python_client`
+/// test makes (`cargo bench --bench all` makes it first); eric-api is installed there.
+fn python() -> Option<std::path::PathBuf> {
+    let python =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-eric-sse/bin/python");
+    python.exists().then_some(python)
+}
+
 impl Server {
+    /// eric-sse's HTTP front end (eric-api 1.6.0.9 under uvicorn), installed into the
+    /// virtualenv if need be; `None` where that cannot be done.
+    fn start_eric_api() -> Option<Self> {
+        let python = python()?;
+        let installed = Command::new(&python)
+            .args(["-c", "import eric_api"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            || Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "eric-api==1.6.0.9"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !installed {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "uvicorn",
+                "eric_api:app",
+                "--host",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+            ])
+            .args(["--port", &port.to_string()])
+            .current_dir(env!("CARGO_TARGET_TMPDIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            kind: "eric-api",
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
     fn start(kind: &'static str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(ROLE, kind)
@@ -211,7 +271,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     let (stream_url, publish): (
         String,
         Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
-    ) = if server.kind == "eric" {
+    ) = if server.kind == "eric" || server.kind == "eric-api" {
         let created: Value = http
             .put(format!("{}/create", server.base))
             .send()
@@ -224,6 +284,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         let url = format!("{}/broadcast?channel_id={channel}", server.base);
         let http = http.clone();
         (
+            // eric-api has no subscribe-and-stream: each stream subscribes first, below.
             format!("{}/channels/{channel}/events", server.base),
             Box::new(move |seq| {
                 http.post(&url)
@@ -269,7 +330,25 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     let total = rate * seconds;
     let mut readers = Vec::with_capacity(streams);
     for _ in 0..streams {
-        let response = http.get(&stream_url).send().await.unwrap();
+        let url = if server.kind == "eric-api" {
+            let channel = stream_url.split('/').nth(4).unwrap_or_default().to_owned();
+            let subscribed: Value = http
+                .post(format!("{}/subscribe?channel_id={channel}", server.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let listener = subscribed["listener_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            format!("{}/stream/{channel}/{listener}", server.base)
+        } else {
+            stream_url.clone()
+        };
+        let response = http.get(&url).send().await.unwrap();
         let tallies = Arc::clone(&tallies);
         readers.push(tokio::spawn(async move {
             let mut events = response.bytes_stream().eventsource();
@@ -281,7 +360,10 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
                 else {
                     break;
                 };
-                let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                // eric-api sends the payload as a Python repr: single quotes.
+                let data: Value = serde_json::from_str(&event.data)
+                    .or_else(|_| serde_json::from_str(&event.data.replace('\'', "\"")))
+                    .unwrap_or(Value::Null);
                 let (Some(seq), Some(sent)) = (data["seq"].as_u64(), data["sent_us"].as_u64())
                 else {
                     continue;
@@ -367,6 +449,40 @@ fn main() {
         "| streams | broadcasts/s | server | deliveries/s | ratio | p50 | p99 | lost | out of order | server CPU | server memory per idle stream |"
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let special = std::env::args().any(|a| a == "flood" || a == "stuck");
+    if special {
+        // The comparison with eric-api belongs to the default run.
+    } else if let Some(eric_api) = Server::start_eric_api() {
+        // eric-sse's own HTTP front end, same generator, same run.
+        let (streams, rate) = (100, 150);
+        let theirs = rt.block_on(run(&eric_api, streams, rate, seconds, false));
+        drop(eric_api);
+        let server = Server::start("eric");
+        let ours = rt.block_on(run(&server, streams, rate, seconds, false));
+        for (label, o, ratio) in [
+            ("eric-api 1.6.0.9 (Python, uvicorn)", &theirs, 1.0),
+            (
+                "eric",
+                &ours,
+                ours.deliveries_per_s / theirs.deliveries_per_s,
+            ),
+        ] {
+            println!(
+                "| {streams} | {rate} | {label} | {:.0} | {ratio:.2} (vs eric-api) | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
+                o.deliveries_per_s,
+                o.p50_ms,
+                o.p99_ms,
+                o.lost,
+                o.out_of_order,
+                o.cpu_percent,
+                o.bytes_per_idle_stream / 1024.0
+            );
+        }
+    } else {
+        println!(
+            "| | | (eric-api not measured: run `cargo test -p eric-socket --test python_client` once to make its virtualenv) | | | | | | | | |"
+        );
+    }
     if std::env::args().any(|a| a == "stuck") {
         // Issue 9: do 999 readers keep their rate beside clients that never read?
         for stuck in [false, true] {
