@@ -74,7 +74,8 @@ pub(crate) async fn create(
         settings.id = id;
         settings.replay = Some(state.config.replay);
         settings.capacity = state.config.capacity;
-        settings.overflow = Some(overflow_name(state.config.overflow).to_owned());
+        settings.overflow =
+            Some(eric_persistence::record::overflow_name(state.config.overflow).to_owned());
         let created = stored.create(settings, &state.channels).await?;
         return Ok((
             StatusCode::CREATED,
@@ -312,13 +313,4 @@ pub(crate) async fn deadline(timeout: Duration, request: Request, next: Next) ->
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The stored name of an overflow policy (eric-persistence's `ChannelSettings`).
-fn overflow_name(policy: eric_core::OverflowPolicy) -> &'static str {
-    match policy {
-        eric_core::OverflowPolicy::DropOldest => "drop_oldest",
-        eric_core::OverflowPolicy::Disconnect => "disconnect",
-        _ => "reject",
-    }
 }

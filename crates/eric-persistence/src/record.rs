@@ -102,7 +102,9 @@ impl MessageRecord {
     }
 }
 
-pub(crate) fn overflow_name(policy: OverflowPolicy) -> &'static str {
+/// The stored name of an overflow policy (what [`ChannelSettings`](crate::ChannelSettings)
+/// takes as `overflow`).
+pub fn overflow_name(policy: OverflowPolicy) -> &'static str {
     match policy {
         OverflowPolicy::DropOldest => "drop_oldest",
         OverflowPolicy::Disconnect => "disconnect",
