@@ -85,27 +85,29 @@ impl Keys {
 
 /// Appends `part` to `out`, escaped.
 pub(crate) fn escape_into(out: &mut String, part: &str) {
-    let plain = |b: u8| {
-        b.is_ascii_graphic() && !matches!(b, b'%' | b':' | b'*' | b'?' | b'[' | b']' | b'\\')
-    };
     // Ids are usually uuids or plain names: nothing to escape.
-    if part.bytes().all(plain) {
+    if !part.chars().any(needs_escape) {
         out.push_str(part);
         return;
     }
     for c in part.chars() {
-        match c {
-            '%' | ':' | '*' | '?' | '[' | ']' | '\\' | ' ' => push_hex(out, c),
-            c if c.is_control() => {
-                let mut buf = [0u8; 4];
-                for byte in c.encode_utf8(&mut buf).bytes() {
-                    out.push('%');
-                    out.push_str(&format!("{byte:02X}"));
-                }
+        if !needs_escape(c) {
+            out.push(c);
+        } else if c.is_control() {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push('%');
+                out.push_str(&format!("{byte:02X}"));
             }
-            c => out.push(c),
+        } else {
+            push_hex(out, c);
         }
     }
+}
+
+/// Separators, glob characters, `%` itself, spaces and control characters.
+fn needs_escape(c: char) -> bool {
+    matches!(c, '%' | ':' | '*' | '?' | '[' | ']' | '\\' | ' ') || c.is_control()
 }
 
 fn push_hex(out: &mut String, c: char) {
