@@ -62,6 +62,26 @@ impl RedisStorage {
         }
     }
 
+    /// SETs every `(key, value)` in one pipelined round trip.
+    async fn set_all<'a, V: redis::ToSingleRedisArg>(
+        &self,
+        entries: impl Iterator<Item = (&'a str, V)>,
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        let mut first = None;
+        for (key, value) in entries {
+            first.get_or_insert(key);
+            pipe.set(key, value).ignore();
+        }
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| Self::error("upsert_many", first, e))
+    }
+
     fn parse(key: &str, text: &str) -> Result<Value> {
         serde_json::from_str(text).map_err(|err| Error::Corrupt {
             key: key.to_owned(),
@@ -142,31 +162,21 @@ impl KvStorage for RedisStorage {
     }
 
     async fn upsert_many(&self, entries: &[(String, Value)]) -> Result<()> {
-        let Some((first, _)) = entries.first() else {
-            return Ok(());
-        };
-        let mut pipe = redis::pipe();
-        for (key, value) in entries {
-            pipe.set(key, value.to_string()).ignore();
-        }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|e| Self::error("upsert_many", first, e))
+        self.set_all(
+            entries
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.to_string())),
+        )
+        .await
     }
 
     async fn upsert_many_json(&self, entries: &[(String, String)]) -> Result<()> {
-        let Some((first, _)) = entries.first() else {
-            return Ok(());
-        };
-        let mut pipe = redis::pipe();
-        for (key, json) in entries {
-            pipe.set(key, json).ignore();
-        }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|e| Self::error("upsert_many", first, e))
+        self.set_all(
+            entries
+                .iter()
+                .map(|(key, json)| (key.as_str(), json.as_str())),
+        )
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
