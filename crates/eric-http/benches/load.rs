@@ -27,6 +27,24 @@ const ROLE: &str = "ERIC_LOAD_ROLE";
 #[path = "load/soak.rs"]
 mod soak;
 
+/// A client that sends `GET path` to the server at `base` and never reads: a 4 KiB
+/// receive buffer, so that kernel buffers fill soon.
+async fn never_reading_client(base: &str, path: &str) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut client = socket.connect(addr).await?;
+    client
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    Ok(client)
+}
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,7 +286,8 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let (stream_url, publish): (
+    let (channel, stream_url, publish): (
+        String,
         String,
         Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
     ) = if server.kind == "eric" || server.kind == "eric-api" {
@@ -284,6 +303,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         let url = format!("{}/broadcast?channel_id={channel}", server.base);
         let http = http.clone();
         (
+            channel.clone(),
             // eric-api has no subscribe-and-stream: each stream subscribes first, below.
             format!("{}/channels/{channel}/events", server.base),
             Box::new(move |seq| {
@@ -295,6 +315,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         let url = format!("{}/publish", server.base);
         let http = http.clone();
         (
+            String::new(),
             format!("{}/events", server.base),
             Box::new(move |seq| {
                 http.post(&url)
@@ -307,19 +328,8 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     // subscribed but never streamed (eric only).
     let mut stuck_client = None;
     if stuck && server.kind == "eric" {
-        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
-        let path = stream_url.trim_start_matches(&server.base).to_owned();
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = socket.connect(addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(
-            &mut client,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        stuck_client = Some(client);
-        let channel = path.split('/').nth(2).unwrap_or_default().to_owned();
+        let path = stream_url.trim_start_matches(&server.base);
+        stuck_client = Some(never_reading_client(&server.base, path).await.unwrap());
         http.post(format!("{}/subscribe?channel_id={channel}", server.base))
             .send()
             .await
@@ -331,7 +341,6 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     let mut readers = Vec::with_capacity(streams);
     for _ in 0..streams {
         let url = if server.kind == "eric-api" {
-            let channel = stream_url.split('/').nth(4).unwrap_or_default().to_owned();
             let subscribed: Value = http
                 .post(format!("{}/subscribe?channel_id={channel}", server.base))
                 .send()

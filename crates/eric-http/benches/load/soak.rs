@@ -181,15 +181,9 @@ pub(crate) async fn run(minutes: f64) {
                 }
                 if round % 600 == 1 {
                     // A client that stops reading, for a while.
-                    let addr: std::net::SocketAddr =
-                        base.trim_start_matches("http://").parse().unwrap();
-                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                    let _ = socket.set_recv_buffer_size(4096);
-                    if let Ok(mut stuck) = socket.connect(addr).await {
-                        use tokio::io::AsyncWriteExt;
-                        let _ = stuck
-                            .write_all(b"GET /channels/soak/events HTTP/1.1\r\nHost: x\r\n\r\n")
-                            .await;
+                    if let Ok(stuck) =
+                        super::never_reading_client(&base, "/channels/soak/events").await
+                    {
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                             drop(stuck);
