@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use eric_core::{Channel, Message, MessageAdapter};
+use eric_core::{Channel, Message, MessageAdapter, MessageQueueListener};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -430,35 +430,36 @@ fn bench_growth() {
     println!("|---:|---:|---:|---:|");
     for listeners in [1usize, 1_000] {
         for unread in [10_000usize, 100_000, 1_000_000] {
-            let channel = Channel::default();
-            let handles: Vec<_> = (0..listeners)
-                .map(|_| channel.add_listener().unwrap())
-                .collect();
-            let before = LIVE_BYTES.load(Ordering::Relaxed);
-            for n in 0..unread {
+            let per_broadcast = heap_per_unread(listeners, unread, |channel, _, n| {
                 channel.broadcast(Message::new("news", n)).unwrap();
-            }
-            let per_broadcast =
-                (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / unread as f64;
-            channel.close();
-            drop(handles);
-
-            let channel = Channel::default();
-            let handles: Vec<_> = (0..listeners)
-                .map(|_| channel.add_listener().unwrap())
-                .collect();
-            let before = LIVE_BYTES.load(Ordering::Relaxed);
-            for n in 0..unread {
-                channel
-                    .dispatch(handles[n % listeners].id(), Message::new("dm", n))
-                    .unwrap();
-            }
-            let per_dispatch = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / unread as f64;
+            });
+            let per_dispatch = heap_per_unread(listeners, unread, |channel, handles, n| {
+                let to = handles[n % handles.len()].id();
+                channel.dispatch(to, Message::new("dm", n)).unwrap();
+            });
             println!("| {unread} | {listeners} | {per_broadcast:.0} | {per_dispatch:.0} |");
-            channel.close();
-            drop(handles);
         }
     }
+}
+
+/// Heap bytes per message, after `send(channel, listeners, n)` for n in 0..`unread` on a
+/// channel of `listeners` idle listeners (so everything sent stays unread).
+fn heap_per_unread(
+    listeners: usize,
+    unread: usize,
+    send: impl Fn(&Channel, &[Arc<MessageQueueListener>], usize),
+) -> f64 {
+    let channel = Channel::default();
+    let handles: Vec<_> = (0..listeners)
+        .map(|_| channel.add_listener().unwrap())
+        .collect();
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    for n in 0..unread {
+        send(&channel, &handles, n);
+    }
+    let per_message = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / unread as f64;
+    channel.close();
+    per_message
 }
 
 /// Broadcast cost against listeners, both axes logarithmic: eric flat, the reference a
