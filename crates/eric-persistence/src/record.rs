@@ -126,10 +126,10 @@ pub(crate) fn overflow_policy(name: &str) -> OverflowPolicy {
 pub(crate) fn message_record_json(msg: &Message, broadcasts_before: Option<u64>) -> String {
     let payload = msg.payload_json();
     let mut out = Vec::with_capacity(payload.len() + msg.message_type().len() + 64);
-    out.extend_from_slice(b"{\"v\":");
-    out.extend_from_slice(RECORD_VERSION.to_string().as_bytes());
-    // Writing strings into a Vec cannot fail.
+    // Writing strings and numbers into a Vec cannot fail.
     let _ = (|| -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"v\":");
+        serde_json::to_writer(&mut out, &RECORD_VERSION)?;
         out.extend_from_slice(b",\"type\":");
         serde_json::to_writer(&mut out, msg.message_type())?;
         out.extend_from_slice(b",\"payload\":");
@@ -144,7 +144,7 @@ pub(crate) fn message_record_json(msg: &Message, broadcasts_before: Option<u64>)
         }
         if let Some(n) = broadcasts_before {
             out.extend_from_slice(b",\"broadcasts_before\":");
-            out.extend_from_slice(n.to_string().as_bytes());
+            serde_json::to_writer(&mut out, &n)?;
         }
         Ok(())
     })();
