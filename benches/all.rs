@@ -1,10 +1,13 @@
 //! Every benchmark of the workspace in one run, each next to the references it measures
 //! in the same run: `cargo bench --bench all [-- quick]`. Prints each benchmark's tables
-//! as they come and writes them, under a description of the machine, to
-//! `target/bench-all.md` (docs/BENCHMARKS.md holds the reading of them).
+//! as they come, then one table of the headline ratios (every benchmark prints its own
+//! rows of it as `summary: | ... |` lines). Writes everything, under a description of the
+//! machine, to `target/bench-all.md`; a full run (not `quick`) also rewrites the
+//! generated part of `docs/BENCHMARKS.md` (between its `bench-all` markers): machine,
+//! commands, the ratio table and the plots.
 //!
-//! Before the socket benchmark it makes eric-sse's throwaway virtualenv (the
-//! `python_client` test does), so eric-sse's own server runs beside eric's.
+//! First it makes eric-sse's throwaway virtualenv (the `python_client` test does), so
+//! that eric-sse, eric-api and eric-redis-queues run beside eric.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::fmt::Write as _;
@@ -57,13 +60,6 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .map(|l| l.trim().to_owned())
         .unwrap_or_else(|| "?".into());
-    let output = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|_| "?".into())
-    };
     format!(
         "- CPU: {cpu}, {} cores available\n- memory: {memory}\n- kernel: {}\n- {}\n- {}\n- commit: {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -72,6 +68,36 @@ fn machine() -> String {
         output("redis-server", &["--version"]),
         output("git", &["rev-parse", "--short", "HEAD"]),
     )
+}
+
+const PLOTS: &str = "\
+![deliveries per second against listeners, log-log](throughput.svg)
+
+![time per broadcast against listeners, log-log: eric flat, the reference linear](growth.svg)
+
+![latency percentiles of the HTTP load runs](latency.svg)
+";
+
+const BEGIN: &str = "<!-- bench-all: begin (written by `cargo bench --bench all`) -->";
+const END: &str = "<!-- bench-all: end -->";
+
+/// Replaces what lies between the markers in `path` (the hand-written reading around
+/// them stays).
+fn write_between_markers(path: &std::path::Path, generated: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        panic!("{} lacks the {BEGIN} / {END} markers", path.display());
+    };
+    let updated = format!("{}{BEGIN}\n{generated}{}", &text[..begin], &text[end..]);
+    std::fs::write(path, updated).unwrap();
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn main() {
@@ -92,6 +118,8 @@ fn main() {
 
     let started = Instant::now();
     let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    let mut commands = Vec::new();
     for (what, cargo_args, bench_args) in RUNS {
         let mut args: Vec<&str> = cargo_args.to_vec();
         args.push("--");
@@ -109,6 +137,13 @@ fn main() {
             .expect("cargo runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
         print!("{stdout}");
+        summary.extend(
+            stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("summary: "))
+                .map(str::to_owned),
+        );
+        commands.push(format!("{command:<72} # {what}"));
         let _ = write!(
             report,
             "\n## {what}\n\n`{command}` ({:.0} s)\n\n{stdout}\n",
@@ -126,11 +161,30 @@ fn main() {
             failed.push(command);
         }
     }
+    let table = format!(
+        "| what | eric | reference, same run | eric's advantage |\n|---|---|---|---|\n{}\n",
+        summary.join("\n")
+    );
+    println!("\n## Summary\n\n{table}");
     let _ = writeln!(
         report,
-        "\nAll benchmarks: {:.0} s.",
+        "\n## Summary\n\n{table}\nAll benchmarks: {:.0} s.",
         started.elapsed().as_secs_f64()
     );
+    if quick {
+        println!("(quick run: docs/BENCHMARKS.md left as it is)");
+    } else {
+        let generated = format!(
+            "Run of {} ({:.0} minutes), `cargo bench --bench all`:\n\n{}\n```sh\n{}\n```\n\n{table}\n{PLOTS}\n",
+            output("date", &["-u", "+%Y-%m-%d"]),
+            started.elapsed().as_secs_f64() / 60.0,
+            machine(),
+            commands.join("\n"),
+        );
+        let docs = std::path::Path::new(root).join("docs/BENCHMARKS.md");
+        write_between_markers(&docs, &generated);
+        println!("written: {}", docs.display());
+    }
     let path = std::path::Path::new(root).join("target/bench-all.md");
     std::fs::write(&path, &report).unwrap();
     println!("\nwritten: {}", path.display());

@@ -76,6 +76,7 @@ fn payload() -> Value {
 }
 
 fn bench_enqueue() {
+    let mut summary = String::new();
     println!(
         "\n## broadcast enqueue, and enqueue + drain on one thread (ns per listener-delivery, median)\n"
     );
@@ -151,7 +152,16 @@ fn bench_enqueue() {
             re / ee,
             ra / ea
         );
+        if listeners == 1_000 {
+            summary = format!(
+                "summary: | core: broadcast to 1,000 listeners | {:.0} ns | a push per listener: {:.0} ns | **{:.0}x** |",
+                ee * 1e3,
+                re * 1e3,
+                re / ee
+            );
+        }
     }
+    println!("\n{summary}");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -215,7 +225,9 @@ fn bench_drain() {
     );
     println!("|---:|---:|---:|---:|---:|---|");
     let rt = runtime();
-    for listeners in SIZES {
+    let mut points = Vec::new();
+    let mut summary = String::new();
+    for listeners in [10, 100, 1_000, 10_000, 100_000] {
         let per_sample = broadcasts_per_sample(listeners);
         let deliveries = (per_sample * listeners) as f64;
         let raw = Arc::new(RawMessage {
@@ -250,7 +262,33 @@ fn bench_drain() {
             "| {listeners} | {per_sample} | {r:.1} | {e:.1} | {:.2} | {target} |",
             e / r
         );
+        if listeners == 1_000 {
+            summary = format!(
+                "summary: | core: broadcast + drain, 1,000 streams on tokio tasks | {e:.1} M deliveries/s | push + pop, one thread, no tasks: {r:.1} M/s | {:.2}x (target >= 10 M/s) |",
+                e / r
+            );
+        }
+        points.push((listeners as f64, e * 1e6, r * 1e6));
     }
+    let svg = docs_path("throughput.svg");
+    plot_log_log(
+        &svg,
+        "deliveries per second against listeners (log-log)",
+        ("listeners", "deliveries/s"),
+        &[
+            (
+                "eric: broadcast, each listener's stream read by its own tokio task",
+                plotters::style::BLUE,
+                points.iter().map(|p| (p.0, p.1)).collect(),
+            ),
+            (
+                "reference: push to every queue, then pop them all, one thread",
+                plotters::style::RED,
+                points.iter().map(|p| (p.0, p.2)).collect(),
+            ),
+        ],
+    );
+    println!("\nplot: {}\n\n{summary}", svg.display());
 }
 
 /// CPU time of this process so far (all threads), from the scheduler's own accounting.
@@ -305,6 +343,9 @@ fn bench_idle() {
         "| {STREAMS} | {:.2} s | {:.3} ms | {share:.4} % | < 1 % |",
         wall.elapsed().as_secs_f64(),
         cpu.as_secs_f64() * 1e3
+    );
+    println!(
+        "\nsummary: | core: {STREAMS} idle streams, CPU | {share:.4} % of one core | target < 1 % | |"
     );
     channel.close();
 }
@@ -370,6 +411,9 @@ fn bench_memory(alone: bool) {
         "| + an open stream read by a waiting tokio task | +{stream_bytes:.0} | | +{} | (task memory is tokio's) |",
         show_rss(stream_rss)
     );
+    println!(
+        "\nsummary: | core: heap per idle listener | {bytes:.0} B ({allocs:.0} allocations) | target <= 512 B | |"
+    );
     channel.close();
 }
 
@@ -381,6 +425,7 @@ fn bench_growth() {
         "| listeners | eric ns per broadcast | reference ns per broadcast (a push per listener) | heap bytes per idle listener |"
     );
     println!("|---:|---:|---:|---:|");
+    let mut summary = String::new();
     let mut points = Vec::new();
     for listeners in [10usize, 100, 1_000, 10_000, 100_000, 1_000_000] {
         let channel = Channel::default();
@@ -413,15 +458,38 @@ fn bench_growth() {
         }
         let reference_ns = t.elapsed().as_nanos() as f64 / reference_broadcasts as f64;
         println!("| {listeners} | {eric_ns:.0} | {reference_ns:.0} | {per_listener:.0} |");
+        if listeners == 1_000_000 {
+            summary = format!(
+                "summary: | core: broadcast to 1,000,000 listeners | {eric_ns:.0} ns | a push per listener: {:.1} ms | **{:.0}x** |",
+                reference_ns / 1e6,
+                reference_ns / eric_ns
+            );
+        }
         points.push((listeners as f64, eric_ns, reference_ns));
         drop(reference);
         channel.close();
         drop(handles);
     }
 
-    let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/growth.svg");
-    plot_growth(&points, &svg);
-    println!("\nplot: {}", svg.display());
+    let svg = docs_path("growth.svg");
+    plot_log_log(
+        &svg,
+        "time per broadcast against listeners (log-log)",
+        ("listeners", "ns per broadcast"),
+        &[
+            (
+                "eric: one append to the channel's log",
+                plotters::style::BLUE,
+                points.iter().map(|p| (p.0, p.1)).collect(),
+            ),
+            (
+                "reference: a push to every listener's queue",
+                plotters::style::RED,
+                points.iter().map(|p| (p.0, p.2)).collect(),
+            ),
+        ],
+    );
+    println!("\nplot: {}\n\n{summary}", svg.display());
 
     println!("\n## how costs grow: unread messages\n");
     println!(
@@ -462,40 +530,50 @@ fn heap_per_unread(
     per_message
 }
 
-/// Broadcast cost against listeners, both axes logarithmic: eric flat, the reference a
-/// line of slope one.
-fn plot_growth(points: &[(f64, f64, f64)], path: &std::path::Path) {
+/// A plotted line: its label, its colour, its points.
+type Series<'a> = (&'a str, plotters::style::RGBColor, Vec<(f64, f64)>);
+
+/// One line per series, both axes logarithmic (docs/growth.svg, docs/throughput.svg).
+fn plot_log_log(
+    path: &std::path::Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series<'_>],
+) {
     use plotters::prelude::*;
 
+    let points = || series.iter().flat_map(|s| s.2.iter());
+    let x_max = points().map(|p| p.0).fold(1.0, f64::max) * 2.0;
+    let y_min = points().map(|p| p.1).fold(f64::INFINITY, f64::min) / 3.0;
+    let y_max = points().map(|p| p.1).fold(1.0, f64::max) * 3.0;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).unwrap();
-    let top = points.iter().map(|p| p.2.max(p.1)).fold(1.0, f64::max) * 3.0;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "time per broadcast against listeners (log-log)",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(70)
-        .build_cartesian_2d((5.0..2e6).log_scale(), (10.0..top).log_scale())
+        .build_cartesian_2d((5.0..x_max).log_scale(), (y_min..y_max).log_scale())
         .unwrap();
     chart
         .configure_mesh()
-        .x_desc("listeners")
-        .y_desc("ns per broadcast")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| human(*x))
+        .y_label_formatter(&|y| human(*y))
         .draw()
         .unwrap();
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), &BLUE))
-        .unwrap()
-        .label("eric: one append to the channel's log")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), &RED))
-        .unwrap()
-        .label("reference: a push to every listener's queue")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    for (label, color, line) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+            .unwrap()
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .unwrap();
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -504,6 +582,24 @@ fn plot_growth(points: &[(f64, f64, f64)], path: &std::path::Path) {
         .draw()
         .unwrap();
     root.present().unwrap();
+}
+
+/// 1500 -> "1.5k", 2e6 -> "2M": axis labels a reader takes in at a glance.
+fn human(v: f64) -> String {
+    let (scaled, unit) = match v.abs() {
+        a if a >= 1e9 => (v / 1e9, "G"),
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let text = format!("{scaled:.1}");
+    format!("{}{unit}", text.trim_end_matches(".0"))
+}
+
+fn docs_path(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(file)
 }
 
 fn main() {

@@ -24,6 +24,8 @@ use tokio::sync::Mutex;
 
 const ROLE: &str = "ERIC_LOAD_ROLE";
 
+#[path = "load/latency.rs"]
+mod latency;
 #[path = "load/soak.rs"]
 mod soak;
 
@@ -275,6 +277,8 @@ struct Outcome {
     deliveries_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// (percentile, ms) at [`latency::PERCENTILES`].
+    percentiles: Vec<(f64, f64)>,
     lost: u64,
     out_of_order: u64,
     cpu_percent: f64,
@@ -421,6 +425,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        percentiles: latency::percentiles(&latencies),
         lost: total * streams as u64 - received,
         out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
         cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
@@ -459,6 +464,9 @@ fn main() {
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let special = std::env::args().any(|a| a == "flood" || a == "stuck");
+    let mut panels = Vec::new();
+    let mut summary = Vec::new();
+    let mut eric_api_rate = None;
     if special {
         // The comparison with eric-api belongs to the default run.
     } else if let Some(eric_api) = Server::start_eric_api() {
@@ -468,6 +476,32 @@ fn main() {
         drop(eric_api);
         let server = Server::start("eric");
         let ours = rt.block_on(run(&server, streams, rate, seconds, false));
+        if theirs.cpu_percent > 90.0 {
+            eric_api_rate = Some(theirs.deliveries_per_s);
+        }
+        summary.push(format!(
+            "summary: | HTTP: {streams} streams, {rate} broadcasts/s offered | {:.0} deliveries/s, p99 {:.1} ms, {:.0} % CPU | eric-api {:.0}/s, p99 {:.1} ms, {:.0} % CPU | **{:.1}x** |",
+            ours.deliveries_per_s,
+            ours.p99_ms,
+            ours.cpu_percent,
+            theirs.deliveries_per_s,
+            theirs.p99_ms,
+            theirs.cpu_percent,
+            ours.deliveries_per_s / theirs.deliveries_per_s
+        ));
+        summary.push(format!(
+            "summary: | HTTP: memory per idle stream ({streams} streams) | {:.1} KiB | eric-api {:.1} KiB | **{:.1}x** less |",
+            ours.bytes_per_idle_stream / 1024.0,
+            theirs.bytes_per_idle_stream / 1024.0,
+            theirs.bytes_per_idle_stream / ours.bytes_per_idle_stream
+        ));
+        panels.push(latency::Panel {
+            title: format!("{streams} streams, {rate} broadcasts/s"),
+            lines: vec![
+                ("eric-api (Python)".to_owned(), theirs.percentiles.clone()),
+                ("eric".to_owned(), ours.percentiles.clone()),
+            ],
+        });
         for (label, o, ratio) in [
             ("eric-api 1.6.0.9 (Python, uvicorn)", &theirs, 1.0),
             (
@@ -530,17 +564,45 @@ fn main() {
     };
     for &(streams, rate) in shapes {
         let mut reference_rate = 0.0;
+        let mut reference_memory = 0.0;
+        let mut panel = latency::Panel {
+            title: format!("{streams} streams, {rate} broadcasts/s"),
+            lines: Vec::new(),
+        };
         for kind in ["reference", "reference-hyper", "eric"] {
             let server = Server::start(kind);
             let o = rt.block_on(run(&server, streams, rate, seconds, false));
             if kind == "reference" {
                 reference_rate = o.deliveries_per_s;
+                reference_memory = o.bytes_per_idle_stream;
             }
             let label = match kind {
                 "eric" => "eric",
                 "reference" => "axum + broadcast",
                 _ => "same, hyper http1",
             };
+            panel.lines.push((label.to_owned(), o.percentiles.clone()));
+            if let (Some(theirs), "eric", (100, 2_000)) = (eric_api_rate, kind, (streams, rate)) {
+                summary.push(format!(
+                    "summary: | HTTP: saturated, 100 streams | {:.0} deliveries/s ({rate} broadcasts/s offered) | eric-api {theirs:.0}/s (saturated at 150) | **{:.1}x** |",
+                    o.deliveries_per_s,
+                    o.deliveries_per_s / theirs
+                ));
+            }
+            if kind == "eric" && ((streams, rate) == (1_000, 200) || streams == 10_000) {
+                summary.push(format!(
+                    "summary: | HTTP: {streams} streams, {rate} broadcasts/s offered | {:.0} deliveries/s, {} lost | axum + broadcast {reference_rate:.0}/s | {:.2}x |",
+                    o.deliveries_per_s,
+                    o.lost,
+                    o.deliveries_per_s / reference_rate
+                ));
+                summary.push(format!(
+                    "summary: | HTTP: memory per idle stream ({streams} streams) | {:.1} KiB | axum + broadcast {:.1} KiB | {:.2}x less (aim <= 10 KiB) |",
+                    o.bytes_per_idle_stream / 1024.0,
+                    reference_memory / 1024.0,
+                    reference_memory / o.bytes_per_idle_stream
+                ));
+            }
             println!(
                 "| {streams} | {rate} | {label} | {:.0} | {:.2} | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
                 o.deliveries_per_s,
@@ -553,5 +615,17 @@ fn main() {
                 o.bytes_per_idle_stream / 1024.0
             );
         }
+        if (streams, rate) == (1_000, 50) {
+            panels.push(panel);
+        }
+    }
+    if !special {
+        let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/latency.svg");
+        latency::plot(&panels, &svg);
+        println!("\nlatency percentiles: {}", svg.display());
+    }
+    println!();
+    for line in summary {
+        println!("{line}");
     }
 }

@@ -192,6 +192,113 @@ async fn eric_fanout(storage: Arc<dyn KvStorage>, listeners: usize, broadcasts: 
     }
 }
 
+/// The same workloads on eric-sse 2.1.1.2 with its Redis add-on, eric-redis-queues
+/// 2.0.0.10 (one RPUSH per listener per message, pickled), against this run's
+/// redis-server.
+const ERIC_REDIS_QUEUES: &str = r#"
+import sys, time, json
+from eric_sse.message import Message
+from eric_sse.prefabs import SSEChannel
+from eric_redis_queues import RedisConnection
+from eric_redis_queues.repository import RedisConnectionFactory
+
+port, n, listeners, broadcasts = (int(a) for a in sys.argv[1:5])
+connection = RedisConnection(host="127.0.0.1", port=port)
+out = {}
+
+channel = SSEChannel(connections_factory=RedisConnectionFactory(connection))
+listener = channel.add_listener()
+listener.start()
+start = time.perf_counter()
+for i in range(n):
+    channel.dispatch(listener.id, Message(msg_type="job", msg_payload=i))
+for i in range(n):
+    assert channel.deliver_next(listener.id).payload == i
+out["dispatch_deliver"] = n / (time.perf_counter() - start)
+
+channel = SSEChannel(connections_factory=RedisConnectionFactory(connection))
+start = time.perf_counter()
+for _ in range(listeners):
+    channel.add_listener()
+out["add_listeners"] = time.perf_counter() - start
+start = time.perf_counter()
+for i in range(broadcasts):
+    channel.broadcast(Message(msg_type="news", msg_payload=i))
+out["broadcasts"] = broadcasts / (time.perf_counter() - start)
+print(json.dumps(out))
+"#;
+
+/// What eric-sse + eric-redis-queues measured, from the virtualenv the eric-socket
+/// `python_client` test makes (`cargo bench --bench all` makes it first); `None`, with
+/// the reason printed, where it cannot run.
+struct PythonFigures {
+    dispatch_deliver: f64,
+    add_listeners: f64,
+    broadcasts: f64,
+}
+
+fn eric_redis_queues(
+    port: u16,
+    n: usize,
+    listeners: usize,
+    broadcasts: usize,
+) -> Option<PythonFigures> {
+    use std::process::{Command, Stdio};
+    let python =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-eric-sse/bin/python");
+    if !python.exists() {
+        println!(
+            "(no eric-sse virtualenv at {}: `cargo test -p eric-socket --test python_client` makes it; eric-redis-queues not measured)\n",
+            python.display()
+        );
+        return None;
+    }
+    let importable = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import eric_redis_queues"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable(&python) {
+        let _ = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "eric-redis-queues==2.0.0.10",
+            ])
+            .status();
+    }
+    let out = Command::new(&python)
+        .args(["-c", ERIC_REDIS_QUEUES])
+        .arg(port.to_string())
+        .args([n, listeners, broadcasts].map(|v| v.to_string()))
+        .output()
+        .ok()?;
+    let figures: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(_) => {
+            println!(
+                "(eric-redis-queues did not run: {})\n",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("?")
+            );
+            return None;
+        }
+    };
+    let get = |k: &str| figures[k].as_f64().unwrap_or(f64::NAN);
+    Some(PythonFigures {
+        dispatch_deliver: get("dispatch_deliver"),
+        add_listeners: get("add_listeners"),
+        broadcasts: get("broadcasts"),
+    })
+}
+
 fn redis_benchmark(port: u16) -> Option<String> {
     let out = std::process::Command::new("redis-benchmark")
         .args([
@@ -238,6 +345,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    // eric-sse on its Redis add-on, same server, same run (slow: a fifth of the messages,
+    // 1,000 listeners).
+    let python = eric_redis_queues(port, n / 5, 1_000, if quick { 5 } else { 20 });
+
     rt.block_on(async {
         let storage: Arc<dyn KvStorage> = Arc::new(RedisStorage::connect(&url).await.unwrap());
 
@@ -246,18 +357,22 @@ fn main() {
         println!("| run | msg/s | notes |");
         println!("|---|---:|---|");
         let raw_n = n / 5;
+        if let Some(p) = &python {
+            println!("| eric-sse 2.1.1.2 + eric-redis-queues 2.0.0.10, dispatch then deliver_next, {raw_n} messages | {:.1} k/s | the Python original on this Redis |", p.dispatch_deliver / 1e3);
+        }
         let raw = raw_round_trips(&url, raw_n).await;
-        println!("| reference: raw redis-rs, RPUSH + LPOP per message, awaited | {} | eric-sse's Redis add-on's pattern |", rate(raw_n, raw));
+        println!("| reference: raw redis-rs, RPUSH + LPOP per message, awaited | {} | eric-redis-queues' pattern without Python |", rate(raw_n, raw));
         let piped = raw_pipelined(&url, n).await;
         println!("| reference: raw redis-rs, SETs pipelined by 1,024 from {PRODUCERS} tasks | {} | a ceiling for storing here |", rate(n, piped));
         let one = eric_dispatch_deliver(Arc::clone(&storage), raw_n, 1).await;
         println!("| eric, 1 producer awaiting each dispatch | {} | one round trip per message |", rate(raw_n, one));
         let many = eric_dispatch_deliver(Arc::clone(&storage), n, PRODUCERS).await;
         let eric_rate = n as f64 / many.as_secs_f64();
+        let python_rate = python.as_ref().map_or(f64::NAN, |p| p.dispatch_deliver);
         println!(
-            "| eric, {PRODUCERS} producers (group commit), 2 tokio workers | **{}** | stored, delivered, reads recorded; {:.0}x eric-sse's 3.5 k/s; {:.2}x the pipelined ceiling |",
+            "| eric, {PRODUCERS} producers (group commit), 2 tokio workers | **{}** | stored, delivered, reads recorded; {:.0}x eric-redis-queues; {:.2}x the pipelined ceiling |",
             rate(n, many),
-            eric_rate / 3_500.0,
+            eric_rate / python_rate,
             piped.as_secs_f64() / many.as_secs_f64()
         );
         // The same on one tokio worker: on this 2-core machine, the other core is left
@@ -282,11 +397,12 @@ fn main() {
         };
         let one_rate = n as f64 / one_worker.as_secs_f64();
         println!(
-            "| eric, {PRODUCERS} producers, 1 tokio worker | **{}** | {:.0}x eric-sse's 3.5 k/s; {:.2}x the 2-worker run |",
+            "| eric, {PRODUCERS} producers, 1 tokio worker | **{}** | {:.0}x eric-redis-queues; {:.2}x the 2-worker run |",
             rate(n, one_worker),
-            one_rate / 3_500.0,
+            one_rate / python_rate,
             one_rate / eric_rate
         );
+
         let memory: Arc<dyn KvStorage> = Arc::new(eric_persistence::InMemoryStorage::new());
         let in_memory = eric_dispatch_deliver(memory, n, PRODUCERS).await;
         println!(
@@ -296,6 +412,12 @@ fn main() {
         if let Some(line) = redis_benchmark(port) {
             println!("| reference: redis-benchmark -t set -P 16 | {line} | |");
         }
+        println!(
+            "\nsummary: | Redis: dispatch + deliver, one stored listener | {} | eric-redis-queues {:.1} k/s | **{:.0}x** |",
+            rate(n, many),
+            python_rate / 1e3,
+            eric_rate / python_rate
+        );
         }
         if !only("fanout") {
             return;
@@ -305,8 +427,21 @@ fn main() {
         println!("| listeners | add listeners | broadcasts stored/s, listeners idle | broadcasts delivered | listener-deliveries/s | record all reads |");
         println!("|---:|---:|---:|---:|---:|---:|");
         let shapes: &[(usize, usize)] = if quick { &[(1_000, 200), (10_000, 10)] } else { &[(1_000, 1_000), (100_000, 20)] };
+        if let Some(p) = &python {
+            println!("| 1000, eric-sse + eric-redis-queues | {:.2?} | {:.1}/s | | | |", Duration::from_secs_f64(p.add_listeners), p.broadcasts);
+        }
+        let mut summary = String::new();
         for &(listeners, broadcasts) in shapes {
             let f = eric_fanout(Arc::clone(&storage), listeners, broadcasts).await;
+            if listeners == 1_000 {
+                let per_second = f.idle_broadcasts as f64 / f.broadcast.as_secs_f64();
+                let python_rate = python.as_ref().map_or(f64::NAN, |p| p.broadcasts);
+                summary = format!(
+                    "summary: | Redis: broadcasts stored, 1,000 stored listeners | {} | eric-redis-queues {python_rate:.1}/s | **{:.0}x** |",
+                    rate(f.idle_broadcasts, f.broadcast),
+                    per_second / python_rate
+                );
+            }
             println!(
                 "| {listeners} | {:.2?} | {} | {broadcasts} | {} | {:.2?} |",
                 f.add,
@@ -322,5 +457,6 @@ fn main() {
             .unwrap();
         let connected = clients.lines().find(|l| l.starts_with("connected_clients")).unwrap_or("?");
         println!("\nRedis {connected} (this benchmark's raw-reference connections included): no connection per listener.");
+        println!("\n{summary}");
     });
 }

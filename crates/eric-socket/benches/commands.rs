@@ -114,4 +114,10 @@ fn main() {
         }
     }
     println!("\ntarget (issue 6): >= 20,000 commands/s; eric-sse's server does about 2,100 here");
+    if let Some(theirs) = theirs {
+        println!(
+            "\nsummary: | socket: commands/s, one connection each | {ours:.0}/s | eric-sse's server {theirs:.0}/s | **{:.1}x** |",
+            ours / theirs
+        );
+    }
 }
