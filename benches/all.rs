@@ -128,6 +128,7 @@ fn main() {
             args.push("quick");
         }
         let command = format!("cargo {}", args.join(" "));
+        let command = command.strip_suffix(" --").unwrap_or(&command).to_owned();
         println!("\n## {what}\n\n`{command}`\n");
         let t = Instant::now();
         let output = Command::new(&cargo)
