@@ -92,6 +92,11 @@ enum Command {
         /// The prefix of eric's keys in Redis.
         #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
         redis_prefix: String,
+        /// Share channels with every `eric serve --cluster` on the same Redis (needs
+        /// --redis): a broadcast on any of them reaches the streams of all, with the
+        /// same event ids (docs/SCALING.md).
+        #[arg(long, requires = "redis", env = "ERIC_CLUSTER")]
+        cluster: bool,
     },
     /// Creates an in-memory channel, adds listeners, broadcasts, and prints each
     /// listener's stream.
@@ -208,6 +213,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             cors_origin,
             redis,
             redis_prefix,
+            cluster,
         } => {
             let config = eric::http::HttpConfig::default()
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
@@ -221,6 +227,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .subscribe_token(subscribe_token)
                 .cors_origins(cors_origin);
             let server = match &redis {
+                Some(url) if cluster => {
+                    eric::http::HttpServer::bind_cluster(&addr, config, url, &redis_prefix).await?
+                }
                 Some(url) => {
                     use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
                     let storage =
@@ -234,10 +243,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 None => eric::http::HttpServer::bind(&addr, config).await?,
             };
-            let kept = if redis.is_some() {
-                " (channels kept in Redis)"
-            } else {
-                ""
+            let kept = match (&redis, cluster) {
+                (Some(_), true) => " (cluster mode: channels shared through Redis)",
+                (Some(_), false) => " (channels kept in Redis)",
+                (None, _) => "",
             };
             println!("eric listening on http://{}{kept}", server.local_addr()?);
             server.run_until(shutdown_signal()).await?;

@@ -81,12 +81,47 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             state: Arc::new(AppState {
-                channels: ChannelContainer::new(),
+                channels: Arc::new(ChannelContainer::new()),
                 stored: None,
+                cluster: None,
                 config,
                 metrics: Arc::new(Metrics::default()),
             }),
         })
+    }
+
+    /// Binds to `addr` and shares channels with every other eric process on the Redis
+    /// at `redis_url` (cluster mode): a broadcast on any process reaches every
+    /// process's streams, in one order, with the same event ids, so a client resumes
+    /// with `Last-Event-ID` on any of them. Listeners, their queues and dispatches stay
+    /// the process's own (docs/SCALING.md).
+    /// Keys are under `prefix` (`eric:` by default in `eric serve`).
+    pub async fn bind_cluster(
+        addr: &str,
+        config: HttpConfig,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Self> {
+        let channels = Arc::new(ChannelContainer::new());
+        let settings = eric_persistence::ClusterSettings::default()
+            .replay(config.replay)
+            .capacity(config.capacity, config.overflow);
+        let cluster = eric_persistence::RedisCluster::connect_with_prefix(
+            redis_url,
+            prefix,
+            settings,
+            Arc::clone(&channels),
+        )
+        .await?;
+        let mut server = Self::bind(addr, config.clone()).await?;
+        server.state = Arc::new(AppState {
+            channels,
+            stored: None,
+            cluster: Some(cluster),
+            config,
+            metrics: Arc::new(Metrics::default()),
+        });
+        Ok(server)
     }
 
     /// Binds to `addr` and keeps channels in `repository`: the stored ones are loaded
@@ -103,8 +138,9 @@ impl HttpServer {
         tracing::info!(channels = stored.len(), "loaded the stored channels");
         let mut server = Self::bind(addr, config.clone()).await?;
         server.state = Arc::new(AppState {
-            channels,
+            channels: Arc::new(channels),
             stored: Some(stored),
+            cluster: None,
             config,
             metrics: Arc::new(Metrics::default()),
         });

@@ -45,8 +45,11 @@ fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> 
         })
 }
 
-fn channel(state: &AppState, id: Option<&str>) -> Result<SseChannel> {
+async fn channel(state: &AppState, id: Option<&str>) -> Result<SseChannel> {
     let id = id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))?;
+    if let Some(cluster) = &state.cluster {
+        return Ok(cluster.serve(id).await?);
+    }
     Ok(state.channels.get(id)?.into())
 }
 
@@ -63,11 +66,19 @@ pub(crate) async fn create(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let id = query.channel_id.or(from_body);
-    if state.channels.len() >= state.config.max_channels {
+    let held = match &state.cluster {
+        Some(cluster) => cluster.len().await?,
+        None => state.channels.len(),
+    };
+    if held >= state.config.max_channels {
         return Err(Error::LimitReached(format!(
             "the server holds its maximum of {} channels",
             state.config.max_channels
         )));
+    }
+    if let Some(cluster) = &state.cluster {
+        let id = cluster.create(id).await?;
+        return Ok((StatusCode::CREATED, Json(json!({"channel_id": id}))));
     }
     if let Some(stored) = &state.stored {
         let mut settings = eric_persistence::ChannelSettings::default();
@@ -102,7 +113,7 @@ pub(crate) async fn subscribe(
     State(state): Shared,
     Query(query): Query<ChannelQuery>,
 ) -> Result<Json<Value>> {
-    let channel = channel(&state, query.channel_id.as_deref())?;
+    let channel = channel(&state, query.channel_id.as_deref()).await?;
     room_for_a_listener(&state, &channel)?;
     if let Some(stored) = query.channel_id.as_deref().and_then(|id| state.stored(id)) {
         let listener = stored.add_listener().await?;
@@ -119,8 +130,17 @@ pub(crate) async fn broadcast(
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let publish = json_body(body)?;
-    let channel = channel(&state, query.channel_id.as_deref())?;
     let message = Message::new(publish.message_type, publish.payload);
+    if let Some(cluster) = &state.cluster {
+        let id = query
+            .channel_id
+            .as_deref()
+            .ok_or_else(|| Error::bad_request("missing query parameter channel_id"))?;
+        // Listeners are counted by each process for itself: none is known here.
+        let published = cluster.publish(id, message).await?;
+        return Ok(Json(json!({"id": published.event_id, "listeners": null})));
+    }
+    let channel = channel(&state, query.channel_id.as_deref()).await?;
     let report = match query.channel_id.as_deref().and_then(|id| state.stored(id)) {
         Some(stored) => stored.broadcast(message).await?,
         None => channel.broadcast(message)?,
@@ -142,7 +162,7 @@ pub(crate) async fn dispatch(
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    let channel = channel(&state, query.channel_id.as_deref())?;
+    let channel = channel(&state, query.channel_id.as_deref()).await?;
     let message = Message::new(publish.message_type, publish.payload);
     match state.stored(channel.id()) {
         Some(stored) => stored.dispatch(listener, message).await?,
@@ -181,7 +201,7 @@ pub(crate) async fn stream(
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let channel = channel(&state, Some(&channel_id))?;
+    let channel = channel(&state, Some(&channel_id)).await?;
     let last = last_event_id(&headers, &query);
     let events: Events = match state.stored(&channel_id) {
         // A stored listener: what it reads is recorded.
@@ -207,9 +227,13 @@ pub(crate) async fn events(
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let channel = channel(&state, Some(&channel_id))?;
+    let channel = channel(&state, Some(&channel_id)).await?;
     room_for_a_listener(&state, &channel)?;
-    let events = channel.subscribe(last_event_id(&headers, &query).as_deref())?;
+    let last = last_event_id(&headers, &query);
+    let events = match &state.cluster {
+        Some(cluster) => cluster.subscribe(&channel_id, last.as_deref()).await?,
+        None => channel.subscribe(last.as_deref())?,
+    };
     Ok(sse_response(
         &state,
         Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
@@ -221,7 +245,7 @@ pub(crate) async fn remove_listener(
     State(state): Shared,
     Path((channel_id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let channel = channel(&state, Some(&channel_id))?;
+    let channel = channel(&state, Some(&channel_id)).await?;
     match state.stored(&channel_id) {
         Some(stored) => stored.remove_listener(&listener_id).await?,
         None => channel.remove_listener(&listener_id)?,
@@ -235,10 +259,11 @@ pub(crate) async fn remove_channel(
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
     // Removal closes the channel, so what it counted stops changing: keep it after.
-    let removed = channel(&state, Some(&channel_id))?;
-    match &state.stored {
-        Some(stored) => stored.remove(&channel_id, &state.channels).await?,
-        None => {
+    let removed = channel(&state, Some(&channel_id)).await?;
+    match (&state.stored, &state.cluster) {
+        (Some(stored), _) => stored.remove(&channel_id, &state.channels).await?,
+        (None, Some(cluster)) => cluster.remove(&channel_id).await?,
+        (None, None) => {
             state.channels.rm(&channel_id)?;
         }
     }
@@ -247,10 +272,13 @@ pub(crate) async fn remove_channel(
 }
 
 /// `GET /channels`: the ids.
-pub(crate) async fn channels(State(state): Shared) -> Json<Vec<String>> {
-    let mut ids = state.channels.ids();
+pub(crate) async fn channels(State(state): Shared) -> Result<Json<Vec<String>>> {
+    let mut ids = match &state.cluster {
+        Some(cluster) => cluster.ids().await?,
+        None => state.channels.ids(),
+    };
     ids.sort();
-    Json(ids)
+    Ok(Json(ids))
 }
 
 /// `GET /healthz`.

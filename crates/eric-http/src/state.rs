@@ -163,8 +163,10 @@ impl Metrics {
 }
 
 pub(crate) struct AppState {
-    pub(crate) channels: ChannelContainer<SseAdapter>,
+    pub(crate) channels: std::sync::Arc<ChannelContainer<SseAdapter>>,
     pub(crate) stored: Option<eric_persistence::StoredChannels>,
+    /// Cluster mode: channels shared through Redis with other processes.
+    pub(crate) cluster: Option<eric_persistence::RedisCluster>,
     pub(crate) config: HttpConfig,
     pub(crate) metrics: std::sync::Arc<Metrics>,
 }

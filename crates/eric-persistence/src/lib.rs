@@ -26,6 +26,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod error;
 mod key;
 mod persistent;
@@ -36,6 +38,8 @@ mod repository;
 mod storage;
 mod stored;
 
+#[cfg(feature = "redis")]
+pub use cluster::{ClusterSettings, Published, RedisCluster};
 pub use error::{Error, Result};
 pub use key::Keys;
 pub use persistent::{PersistentSseChannel, PersistentStream};
