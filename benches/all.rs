@@ -46,6 +46,11 @@ const RUNS: &[(&str, &[&str], &[&str])] = &[
         &["bench", "-p", "eric-http", "--bench", "load"],
         &[],
     ),
+    (
+        "eric serve --cluster: 1, 2 and 3 processes on one Redis",
+        &["bench", "-p", "eric", "--bench", "cluster"],
+        &[],
+    ),
 ];
 
 fn machine() -> String {
