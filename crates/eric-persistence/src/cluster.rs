@@ -224,14 +224,7 @@ impl RedisCluster {
         // The id between braces is the hash tag: a channel's keys share a slot. Braces
         // and the escape character in ids are escaped so that no id ends the tag early.
         let mut key = format!("{}cluster:{{", self.inner.prefix);
-        for c in id.chars() {
-            match c {
-                '%' => key.push_str("%25"),
-                '{' => key.push_str("%7B"),
-                '}' => key.push_str("%7D"),
-                c => key.push(c),
-            }
-        }
+        escape_tag_into(&mut key, id);
         key.push_str("}:");
         key.push_str(kind);
         key
@@ -492,6 +485,18 @@ impl Inner {
     }
 }
 
+/// Appends `id` with `%`, `{` and `}` escaped, so that it cannot end a hash tag.
+fn escape_tag_into(key: &mut String, id: &str) {
+    for c in id.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '{' => key.push_str("%7B"),
+            '}' => key.push_str("%7D"),
+            c => key.push(c),
+        }
+    }
+}
+
 /// The sequence number in an entry id `0-<seq>`.
 fn entry_seq(entry: &StreamId) -> Option<u64> {
     entry.id.split_once('-')?.1.parse().ok()
@@ -622,5 +627,23 @@ impl std::fmt::Debug for RedisCluster {
             .field("prefix", &self.inner.prefix)
             .field("served_here", &self.served_here())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_id_cannot_end_the_hash_tag_early_or_reach_another_channels_keys() {
+        let key = |id: &str| {
+            let mut key = String::from("eric:cluster:{");
+            escape_tag_into(&mut key, id);
+            key
+        };
+        assert_eq!(key("news"), "eric:cluster:{news");
+        assert_eq!(key("a}b{c"), "eric:cluster:{a%7Db%7Bc");
+        // `%` is escaped too, so an id spelling an escape stays distinct.
+        assert_ne!(key("a%7Db"), key("a}b"));
     }
 }
