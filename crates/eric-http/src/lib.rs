@@ -55,7 +55,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use error::{Error, Result};
 pub use state::{DEFAULT_CAPACITY, HttpConfig};
 
-use state::{AppState, Metrics};
+use state::AppState;
 
 /// The HTTP SSE server.
 pub struct HttpServer {
@@ -74,19 +74,17 @@ impl std::fmt::Debug for HttpServer {
 impl HttpServer {
     /// Binds to `addr` (`127.0.0.1:8000`, or port 0 for any free port).
     pub async fn bind(addr: &str, config: HttpConfig) -> Result<Self> {
+        Self::bind_with_state(addr, AppState::new(config, ChannelContainer::new())).await
+    }
+
+    async fn bind_with_state(addr: &str, state: AppState) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
             operation: "bind",
             source,
         })?;
         Ok(HttpServer {
             listener,
-            state: Arc::new(AppState {
-                channels: Arc::new(ChannelContainer::new()),
-                stored: None,
-                cluster: None,
-                config,
-                metrics: Arc::new(Metrics::default()),
-            }),
+            state: Arc::new(state),
         })
     }
 
@@ -95,6 +93,7 @@ impl HttpServer {
     /// process's streams, in one order, with the same event ids, so a client resumes
     /// with `Last-Event-ID` on any of them. Listeners, their queues and dispatches stay
     /// the process's own (docs/SCALING.md).
+    ///
     /// Keys are under `prefix` (`eric:` by default in `eric serve`).
     pub async fn bind_cluster(
         addr: &str,
@@ -113,15 +112,9 @@ impl HttpServer {
             Arc::clone(&channels),
         )
         .await?;
-        let mut server = Self::bind(addr, config.clone()).await?;
-        server.state = Arc::new(AppState {
-            channels,
-            stored: None,
-            cluster: Some(cluster),
-            config,
-            metrics: Arc::new(Metrics::default()),
-        });
-        Ok(server)
+        let mut state = AppState::new(config, channels);
+        state.cluster = Some(cluster);
+        Self::bind_with_state(addr, state).await
     }
 
     /// Binds to `addr` and keeps channels in `repository`: the stored ones are loaded
@@ -136,15 +129,9 @@ impl HttpServer {
         let channels = ChannelContainer::new();
         let stored = eric_persistence::StoredChannels::load(repository, &channels).await?;
         tracing::info!(channels = stored.len(), "loaded the stored channels");
-        let mut server = Self::bind(addr, config.clone()).await?;
-        server.state = Arc::new(AppState {
-            channels: Arc::new(channels),
-            stored: Some(stored),
-            cluster: None,
-            config,
-            metrics: Arc::new(Metrics::default()),
-        });
-        Ok(server)
+        let mut state = AppState::new(config, channels);
+        state.stored = Some(stored);
+        Self::bind_with_state(addr, state).await
     }
 
     /// The address it listens on.

@@ -45,8 +45,12 @@ fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> 
         })
 }
 
+fn channel_id(id: Option<&str>) -> Result<&str> {
+    id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))
+}
+
 async fn channel(state: &AppState, id: Option<&str>) -> Result<SseChannel> {
-    let id = id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))?;
+    let id = channel_id(id)?;
     if let Some(cluster) = &state.cluster {
         return Ok(cluster.serve(id).await?);
     }
@@ -132,10 +136,7 @@ pub(crate) async fn broadcast(
     let publish = json_body(body)?;
     let message = Message::new(publish.message_type, publish.payload);
     if let Some(cluster) = &state.cluster {
-        let id = query
-            .channel_id
-            .as_deref()
-            .ok_or_else(|| Error::bad_request("missing query parameter channel_id"))?;
+        let id = channel_id(query.channel_id.as_deref())?;
         // Listeners are counted by each process for itself: none is known here.
         let published = cluster.publish(id, message).await?;
         return Ok(Json(json!({"id": published.event_id, "listeners": null})));

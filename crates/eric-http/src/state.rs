@@ -172,6 +172,20 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// A server's state over `channels`, with neither stored channels nor a cluster.
+    pub(crate) fn new(
+        config: HttpConfig,
+        channels: impl Into<std::sync::Arc<ChannelContainer<SseAdapter>>>,
+    ) -> Self {
+        AppState {
+            channels: channels.into(),
+            stored: None,
+            cluster: None,
+            config,
+            metrics: std::sync::Arc::new(Metrics::default()),
+        }
+    }
+
     /// A stored channel by id, when the server keeps channels in a repository.
     pub(crate) fn stored(&self, id: &str) -> Option<eric_persistence::PersistentSseChannel> {
         self.stored.as_ref().and_then(|s| s.get(id))

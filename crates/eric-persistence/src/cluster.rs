@@ -19,7 +19,7 @@ use std::time::Duration;
 use eric_core::{ChannelContainer, Message, OverflowPolicy};
 use eric_prefabs::{SseAdapter, SseChannel, SseStream};
 use redis::AsyncConnectionConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio::sync::watch;
 
@@ -171,13 +171,9 @@ impl Drop for Inner {
     }
 }
 
+/// Maps a Redis failure of `operation` on `key` to [`Error::Storage`].
 fn storage_error(operation: &'static str, key: &str) -> impl FnOnce(redis::RedisError) -> Error {
-    let key = key.to_owned();
-    move |source| Error::Storage {
-        operation,
-        key,
-        source: Box::new(source),
-    }
+    move |source| crate::redis_storage::storage_error(operation, key, source)
 }
 
 impl RedisCluster {
@@ -198,15 +194,7 @@ impl RedisCluster {
         settings: ClusterSettings,
         container: Arc<ChannelContainer<SseAdapter>>,
     ) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(storage_error("connect to", url))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(storage_error("connect to", url))?;
+        let (client, connection) = crate::redis_storage::connect(url).await?;
         Ok(RedisCluster {
             inner: Arc::new(Inner {
                 client,
@@ -551,7 +539,7 @@ async fn read(
         .set_response_timeout(None);
     let mut connection = None;
     let mut idle_rounds = 0;
-    loop {
+    'reading: loop {
         if channel.channel().is_closed() {
             break;
         }
@@ -597,28 +585,23 @@ async fn read(
                 0
             };
             if idle_rounds >= 2 {
-                break;
+                break 'reading;
             }
             continue;
         }
         idle_rounds = 0;
         for entry in &entries {
-            match apply(&channel, entry) {
-                Applied::Broadcast => last.clone_from(&entry.id),
-                Applied::Closed | Applied::Gap => {
-                    if let Some(cluster) = cluster.upgrade() {
-                        cluster.let_go(channel.id(), Some(load));
-                    }
-                    channel.close();
-                    return;
-                }
+            if apply(&channel, entry) != Applied::Broadcast {
+                break 'reading;
             }
+            last.clone_from(&entry.id);
         }
         progress.send_replace(channel.channel().next_seq());
     }
     if let Some(cluster) = cluster.upgrade() {
         cluster.let_go(channel.id(), Some(load));
     }
+    channel.close();
 }
 
 impl std::fmt::Debug for RedisCluster {

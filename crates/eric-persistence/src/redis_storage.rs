@@ -15,6 +15,37 @@ use crate::storage::KvStorage;
 /// Keys fetched per `MGET`, and asked for per `SCAN` step.
 const BATCH: usize = 1000;
 
+/// The client for `url` and its multiplexed, self-reconnecting connection, as every
+/// Redis user of this crate holds them: requests fail fast (2 s) while Redis is away,
+/// and the connection comes back by itself.
+pub(crate) async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager)> {
+    let failed = |source| storage_error("connect to", url, source);
+    let client = redis::Client::open(url).map_err(failed)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        // Reconnection happens in the background; a request meanwhile fails at once.
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    let connection = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(failed)?;
+    Ok((client, connection))
+}
+
+/// [`Error::Storage`] for a failed Redis request.
+pub(crate) fn storage_error(
+    operation: &'static str,
+    key: &str,
+    source: redis::RedisError,
+) -> Error {
+    Error::Storage {
+        operation,
+        key: key.to_owned(),
+        source: Box::new(source),
+    }
+}
+
 /// A [`KvStorage`] in Redis (feature `redis`). Values are JSON text.
 ///
 /// It holds one multiplexed connection (redis-rs' `ConnectionManager`), shared by every
@@ -36,30 +67,12 @@ impl RedisStorage {
 
     /// Connects to `url`, building keys with `keys`.
     pub async fn connect_with_keys(url: &str, keys: Keys) -> Result<Self> {
-        let failed = |source: redis::RedisError| Error::Storage {
-            operation: "connect to",
-            key: url.to_owned(),
-            source: Box::new(source),
-        };
-        let client = redis::Client::open(url).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            // Reconnection happens in the background; a request meanwhile fails at once.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(failed)?;
+        let (_, connection) = connect(url).await?;
         Ok(RedisStorage { keys, connection })
     }
 
     fn error(operation: &'static str, key: &str, source: redis::RedisError) -> Error {
-        Error::Storage {
-            operation,
-            key: key.to_owned(),
-            source: Box::new(source),
-        }
+        storage_error(operation, key, source)
     }
 
     /// SETs every `(key, value)` in one pipelined round trip.
