@@ -9,53 +9,26 @@
 //! capacity; what the figures show is what the Redis hop and each extra process cost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../tests/support/eric_serve.rs"]
+mod eric_serve;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use eric_serve::EricServe;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-struct Eric {
-    child: Child,
-    base: String,
-}
-
-impl Eric {
-    fn start(redis_url: Option<&str>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eric"));
-        command.args(["serve", "--addr", "127.0.0.1:0", "--capacity", "0"]);
-        if let Some(url) = redis_url {
-            command.args(["--cluster", "--redis", url]);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .to_owned();
-        Eric { child, base }
-    }
-}
-
-impl Drop for Eric {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// `eric serve` unbounded (a reader of this benchmark is never cut off), in cluster
+/// mode on `redis_url` when given, in memory otherwise.
+fn start_eric(redis_url: Option<&str>) -> EricServe {
+    match redis_url {
+        Some(url) => EricServe::start(&["--capacity", "0", "--cluster", "--redis", url]),
+        None => EricServe::start(&["--capacity", "0"]),
     }
 }
 
@@ -78,7 +51,7 @@ struct Outcome {
 /// `streams` streams spread over `servers`; `broadcasts` published from process 0 by
 /// `publishers` concurrent tasks, each event carrying its number and send time.
 async fn run(
-    servers: &[Eric],
+    servers: &[EricServe],
     streams: usize,
     broadcasts: u64,
     publishers: u64,
@@ -219,10 +192,10 @@ fn main() {
     let mut reference = 0.0;
     let mut summary = String::new();
     for processes in [0usize, 1, 2, 3] {
-        let servers: Vec<Eric> = if processes == 0 {
-            vec![Eric::start(None)]
+        let servers: Vec<EricServe> = if processes == 0 {
+            vec![start_eric(None)]
         } else {
-            (0..processes).map(|_| Eric::start(Some(&url))).collect()
+            (0..processes).map(|_| start_eric(Some(&url))).collect()
         };
         let o = rt.block_on(run(&servers, streams, broadcasts, 1, None));
         if processes == 0 {
@@ -259,7 +232,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for processes in [1usize, 3] {
-        let servers: Vec<Eric> = (0..processes).map(|_| Eric::start(Some(&url))).collect();
+        let servers: Vec<EricServe> = (0..processes).map(|_| start_eric(Some(&url))).collect();
         let o = rt.block_on(run(
             &servers,
             streams,

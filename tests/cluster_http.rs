@@ -5,62 +5,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/eric_serve.rs"]
+mod eric_serve;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use eric_serve::EricServe;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// An `eric serve --cluster` process; killed when dropped.
-struct Eric {
-    child: Child,
-    base: String,
-}
-
-impl Eric {
-    fn start(redis_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eric"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--cluster",
-                "--redis",
-                redis_url,
-            ])
-            .args(["--keep-alive", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the eric binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("eric did not say where it listens: {line:?}"))
-            .to_owned();
-        Eric { child, base }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Eric {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// An `eric serve --cluster` process on the Redis at `redis_url`.
+fn start_eric(redis_url: &str) -> EricServe {
+    EricServe::start(&["--cluster", "--redis", redis_url, "--keep-alive", "1"])
 }
 
 /// An event as a subscriber saw it: (id, event type, data).
@@ -85,6 +45,22 @@ async fn subscribe(base: &str, last_event_id: Option<&str>) -> mpsc::UnboundedRe
         }
     });
     rx
+}
+
+/// `PUT /create?channel_id=news` at `base`: the status.
+async fn create_news(http: &reqwest::Client, base: &str) -> u16 {
+    let response = http
+        .put(format!("{base}/create?channel_id=news"))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// `GET /channels` at `base`.
+async fn listed(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let response = http.get(format!("{base}/channels")).send().await.unwrap();
+    response.json().await.unwrap()
 }
 
 async fn publish(http: &reqwest::Client, base: &str, n: u64) -> String {
@@ -124,35 +100,17 @@ async fn expect_broadcasts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_reach_both_processes_and_clients_of_a_killed_one_resume_on_the_other() {
     let redis = redis_support::RedisServer::start();
-    let mut a = Eric::start(&redis.url());
-    let b = Eric::start(&redis.url());
+    let mut a = start_eric(&redis.url());
+    let b = start_eric(&redis.url());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
 
-    let created = http
-        .put(format!("{}/create?channel_id=news", a.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(create_news(&http, &a.base).await, 201);
     // The channel is the cluster's: B lists it, and refuses to create it again.
-    let listed: Vec<String> = http
-        .get(format!("{}/channels", b.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed, ["news"]);
-    let again = http
-        .put(format!("{}/create?channel_id=news", b.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
+    assert_eq!(listed(&http, &b.base).await, ["news"]);
+    assert_eq!(create_news(&http, &b.base).await, 409);
 
     let mut on_a = Vec::new();
     let mut on_b = Vec::new();
@@ -206,15 +164,10 @@ async fn broadcasts_reach_both_processes_and_clients_of_a_killed_one_resume_on_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_removed_on_one_process_ends_the_streams_of_the_other() {
     let redis = redis_support::RedisServer::start();
-    let a = Eric::start(&redis.url());
-    let b = Eric::start(&redis.url());
+    let a = start_eric(&redis.url());
+    let b = start_eric(&redis.url());
     let http = reqwest::Client::new();
-    let created = http
-        .put(format!("{}/create?channel_id=news", a.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(create_news(&http, &a.base).await, 201);
     let mut on_b = subscribe(&b.base, None).await;
     let id = publish(&http, &a.base, 0).await;
     let ids = [id];
@@ -242,13 +195,6 @@ async fn a_channel_removed_on_one_process_ends_the_streams_of_the_other() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    let listed: Vec<String> = http
-        .get(format!("{}/channels", b.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(listed.is_empty());
+    assert!(listed(&http, &a.base).await.is_empty());
+    assert!(listed(&http, &b.base).await.is_empty());
 }
