@@ -198,3 +198,187 @@ async fn a_channel_removed_on_one_process_ends_the_streams_of_the_other() {
     assert!(listed(&http, &a.base).await.is_empty());
     assert!(listed(&http, &b.base).await.is_empty());
 }
+
+/// Streams stored listener `listener` of `news` at `base`; aborting the task closes
+/// the connection.
+async fn stream_listener(
+    base: &str,
+    listener: &str,
+    last_event_id: Option<&str>,
+) -> (mpsc::UnboundedReceiver<Seen>, tokio::task::JoinHandle<()>) {
+    let mut request = reqwest::Client::new().get(format!("{base}/stream/news/{listener}"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "stream {listener} at {base}");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            if tx.send((event.id, event.event, event.data)).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn dispatch(http: &reqwest::Client, base: &str, listener: &str, n: u64) -> u16 {
+    let response = http
+        .post(format!(
+            "{base}/dispatch?channel_id=news&listener_id={listener}"
+        ))
+        .json(&json!({"type": "task", "payload": {"n": n}}))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// The next events of `rx`, as `d<n>` for a dispatch and `b<n>` for a broadcast.
+async fn expect_events(rx: &mut mpsc::UnboundedReceiver<Seen>, expected: &[&str]) {
+    for want in expected {
+        let (_, event, data) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{want} did not arrive"))
+            .unwrap_or_else(|| panic!("the stream ended before {want}"));
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let got = match event.as_str() {
+            "task" => format!("d{}", data["n"]),
+            "news" => format!("b{}", data["n"]),
+            other => panic!("unexpected event {other}: {data}"),
+        };
+        assert_eq!(
+            &got, want,
+            "events arrive once each, in the order they were made"
+        );
+    }
+}
+
+/// Waits until `base` has no open stream (its server noticed the client left).
+async fn no_open_stream(http: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|l| l == "eric_open_streams 0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} kept a stream open after its client left");
+}
+
+/// Waits until Redis records that stored listener `listener` reads broadcast `next`
+/// next (written when its stream ends).
+async fn recorded_position(redis_url: &str, listener: &str, next: u64) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..100 {
+        let at: Option<u64> = redis::cmd("HGET")
+            .arg("eric:cluster:{news}:listeners")
+            .arg(listener)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if at == Some(next) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("listener {listener}'s position was not recorded as {next}");
+}
+
+/// Waits until Redis holds `count` undelivered dispatches for `listener`.
+async fn queued_in_redis(redis_url: &str, listener: &str, count: usize) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..100 {
+        let queued: usize = redis::cmd("LLEN")
+            .arg(format!("eric:cluster:{{news}}:queue:{listener}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if queued == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("listener {listener} does not have {count} dispatches queued in Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
+    let redis = redis_support::RedisServer::start();
+    let mut a = start_eric(&redis.url());
+    let b = start_eric(&redis.url());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(create_news(&http, &a.base).await, 201);
+    let subscribed: Value = http
+        .post(format!("{}/subscribe?channel_id=news", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+
+    // Made on A and B before anyone streams it: queued in Redis, in this order.
+    assert_eq!(dispatch(&http, &b.base, &listener, 0).await, 200);
+    publish(&http, &a.base, 0).await;
+    assert_eq!(dispatch(&http, &a.base, &listener, 1).await, 200);
+    publish(&http, &b.base, 1).await;
+    assert_eq!(dispatch(&http, &b.base, &listener, 2).await, 200);
+    // Streamed on B (it was made on A): everything, in order; then live ones from A.
+    let (mut on_b, connection) = stream_listener(&b.base, &listener, None).await;
+    expect_events(&mut on_b, &["d0", "b0", "d1", "b1", "d2"]).await;
+    assert_eq!(dispatch(&http, &a.base, &listener, 3).await, 200);
+    expect_events(&mut on_b, &["d3"]).await;
+
+    // The client leaves B; while it is away, a broadcast and a dispatch. It comes
+    // back on A without Last-Event-ID: exactly what it has not had.
+    connection.abort();
+    no_open_stream(&http, &b.base).await;
+    recorded_position(&redis.url(), &listener, 3).await;
+    publish(&http, &b.base, 2).await;
+    assert_eq!(dispatch(&http, &b.base, &listener, 4).await, 200);
+    let (mut on_a, _connection) = stream_listener(&a.base, &listener, None).await;
+    expect_events(&mut on_a, &["b2", "d4"]).await;
+
+    // A dies with the listener streaming there (what it delivered has left Redis's
+    // queue); a dispatch meanwhile waits in Redis, and the client resumes on B with
+    // the last id it saw.
+    queued_in_redis(&redis.url(), &listener, 0).await;
+    a.kill();
+    assert_eq!(dispatch(&http, &b.base, &listener, 5).await, 200);
+    let last = publish(&http, &b.base, 3).await;
+    let resumed_after = {
+        // The id of b2, the last broadcast the client saw.
+        let (epoch, seq) = last.rsplit_once('-').unwrap();
+        format!("{epoch}-{}", seq.parse::<u64>().unwrap() - 1)
+    };
+    let (mut resumed, _connection) =
+        stream_listener(&b.base, &listener, Some(&resumed_after)).await;
+    expect_events(&mut resumed, &["d5", "b3"]).await;
+
+    // Removed on B: its stream there ends, and it is gone for dispatches everywhere.
+    let removed = http
+        .delete(format!("{}/listener/news/{listener}", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let ended = tokio::time::timeout(Duration::from_secs(10), resumed.recv()).await;
+    assert!(matches!(ended, Ok(None)), "its stream ends");
+    assert_eq!(dispatch(&http, &b.base, &listener, 6).await, 404);
+}

@@ -86,7 +86,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
         cors_origin: Vec<String>,
         /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
-        /// say): they are reloaded at start.
+        /// say): they are reloaded at start. With --cluster, several comma-separated
+        /// URLs are the seed nodes of a Redis Cluster.
         #[arg(long, env = "ERIC_REDIS_URL")]
         redis: Option<String>,
         /// The prefix of eric's keys in Redis.
@@ -126,7 +127,8 @@ enum SocketCommand {
         #[arg(long, default_value_t = 10_000, env = "ERIC_SOCKET_REQUEST_TIMEOUT_MS")]
         request_timeout_ms: u64,
         /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
-        /// say): they are reloaded at start.
+        /// say): they are reloaded at start. With --cluster, several comma-separated
+        /// URLs are the seed nodes of a Redis Cluster.
         #[arg(long, env = "ERIC_REDIS_URL")]
         redis: Option<String>,
         /// The prefix of eric's keys in Redis.
@@ -229,6 +231,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let server = match &redis {
                 Some(url) if cluster => {
                     eric::http::HttpServer::bind_cluster(&addr, config, url, &redis_prefix).await?
+                }
+                Some(url) if url.contains(',') => {
+                    return Err(
+                        "several Redis nodes (a Redis Cluster) are for cluster mode: \
+                                add --cluster; persistence uses one Redis server"
+                            .into(),
+                    );
                 }
                 Some(url) => {
                     use eric::persistence::{Keys, RedisStorage, SseChannelRepository};

@@ -327,11 +327,20 @@ impl<A: Adapter> Channel<A> {
 
     /// Enqueues `msg` for one listener (eric-sse's `dispatch`).
     pub fn dispatch(&self, listener_id: &str, msg: impl Into<Message>) -> Result<()> {
+        self.dispatch_at(listener_id, u64::MAX, msg)
+    }
+
+    /// Enqueues `msg` for one listener as if it had been dispatched when broadcast `seq`
+    /// was the next to come: the listener reads it after broadcast `seq - 1` and before
+    /// broadcast `seq`. For rebuilding a listener's queue elsewhere (on another process,
+    /// say); a `seq` past the next broadcast counts as the next broadcast, and the
+    /// messages of one listener must be given in order.
+    pub fn dispatch_at(&self, listener_id: &str, seq: u64, msg: impl Into<Message>) -> Result<()> {
         let connection = self.get_connection(listener_id)?;
         // Stamp first, check second: `close` sets its flag before appending the closed
         // marker, so a stamp that lands past the marker is always refused here rather
         // than queued behind the end of the stream.
-        let broadcasts_before = self.shared.log.head();
+        let broadcasts_before = self.shared.log.head().min(seq);
         self.ensure_open()?;
         let entry = QueueEntry {
             message: msg.into(),

@@ -201,3 +201,33 @@ fn closure_adapters_shape_the_output() {
     let first = futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut stream));
     assert_eq!(first.flatten().unwrap().unwrap(), "n=42");
 }
+
+#[test]
+fn dispatch_at_places_a_message_between_the_broadcasts_it_came_between() {
+    let channel = Channel::builder()
+        .first_seq(1)
+        .build(eric_core::MessageAdapter)
+        .unwrap();
+    for n in 1..=3 {
+        channel.broadcast(Message::new("b", n)).unwrap();
+    }
+    // A listener rebuilt elsewhere: it read broadcast 1; a dispatch came after
+    // broadcast 2; one more after broadcast 3; and one stamped in the future.
+    let listener = channel.add_listener().unwrap();
+    listener.start();
+    channel.rewind(listener.id(), 2).unwrap();
+    channel
+        .dispatch_at(listener.id(), 3, Message::new("d", "after 2"))
+        .unwrap();
+    channel
+        .dispatch_at(listener.id(), 4, Message::new("d", "after 3"))
+        .unwrap();
+    channel
+        .dispatch_at(listener.id(), 99, Message::new("d", "now"))
+        .unwrap();
+
+    let order: Vec<String> = std::iter::from_fn(|| channel.deliver_next(listener.id()).ok())
+        .map(|m| m.payload().to_string())
+        .collect();
+    assert_eq!(order, ["2", "\"after 2\"", "3", "\"after 3\"", "\"now\""]);
+}

@@ -119,6 +119,11 @@ pub(crate) async fn subscribe(
 ) -> Result<Json<Value>> {
     let channel = channel(&state, query.channel_id.as_deref()).await?;
     room_for_a_listener(&state, &channel)?;
+    if let Some(cluster) = &state.cluster {
+        // Stored in Redis: any process can dispatch to it and stream it.
+        let listener = cluster.add_listener(channel.id(), None).await?;
+        return Ok(Json(json!({"listener_id": listener})));
+    }
     if let Some(stored) = query.channel_id.as_deref().and_then(|id| state.stored(id)) {
         let listener = stored.add_listener().await?;
         return Ok(Json(json!({"listener_id": listener})));
@@ -163,8 +168,13 @@ pub(crate) async fn dispatch(
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    let channel = channel(&state, query.channel_id.as_deref()).await?;
     let message = Message::new(publish.message_type, publish.payload);
+    if let Some(cluster) = &state.cluster {
+        let id = channel_id(query.channel_id.as_deref())?;
+        cluster.dispatch(id, listener, message).await?;
+        return Ok(Json(json!({"ok": true})));
+    }
+    let channel = channel(&state, query.channel_id.as_deref()).await?;
     match state.stored(channel.id()) {
         Some(stored) => stored.dispatch(listener, message).await?,
         None => channel.dispatch(listener, message)?,
@@ -202,8 +212,17 @@ pub(crate) async fn stream(
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let channel = channel(&state, Some(&channel_id)).await?;
     let last = last_event_id(&headers, &query);
+    if let Some(cluster) = &state.cluster {
+        let events = cluster
+            .message_stream(&channel_id, &listener_id, last.as_deref())
+            .await?;
+        return Ok(sse_response(
+            &state,
+            Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
+        ));
+    }
+    let channel = channel(&state, Some(&channel_id)).await?;
     let events: Events = match state.stored(&channel_id) {
         // A stored listener: what it reads is recorded.
         Some(stored) => Box::pin(
@@ -246,6 +265,10 @@ pub(crate) async fn remove_listener(
     State(state): Shared,
     Path((channel_id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
+    if let Some(cluster) = &state.cluster {
+        cluster.remove_listener(&channel_id, &listener_id).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let channel = channel(&state, Some(&channel_id)).await?;
     match state.stored(&channel_id) {
         Some(stored) => stored.remove_listener(&listener_id).await?,

@@ -1,15 +1,20 @@
 //! Scale-out: several processes serve the same SSE channels through Redis Streams.
 //!
-//! Each channel is two Redis keys with one hash tag, `<prefix>cluster:{<id>}:meta` (a
-//! hash: epoch, last sequence number, settings) and `<prefix>cluster:{<id>}:events` (a
-//! stream, capped with `MAXLEN ~`), so that they live in one Redis Cluster slot and a
-//! script can touch both. Publishing is one script: the channel's sequence number goes
-//! up by one and the entry is added with the id `0-<seq>`, atomically, so that every
-//! process sees one order and the SSE event id `<epoch>-<seq>` is the same everywhere.
-//! Each process that serves a channel reads its stream once (`XREAD BLOCK` on a
-//! connection of its own) and broadcasts each entry into its local [`SseChannel`],
-//! whose event ids are then the cluster's: a client resumes with `Last-Event-ID` on any
-//! process.
+//! Each channel's keys share one hash tag, `{<id>}`, so that they live in one Redis
+//! Cluster slot and one script can touch them all: `<prefix>cluster:{<id>}:meta` (a
+//! hash: epoch, last sequence number), `:events` (a stream, capped with `MAXLEN ~`),
+//! `:listeners` (a hash: each stored listener's next broadcast) and `:queue:<listener>`
+//! (a list: its dispatches not yet delivered). Publishing is one script: the channel's
+//! sequence number goes up by one and the entry is added with the id `<seq>-0`,
+//! atomically, so that every process sees one order and the SSE event id
+//! `<epoch>-<seq>` is the same everywhere. A dispatch after broadcast `seq` is the
+//! entry `<seq>-<n>` (n > 0), addressed with a `to` field, and is also queued in the
+//! listener's list until a stream delivers it. Each process that serves a channel reads
+//! its stream once (`XREAD BLOCK` on a connection of its own) into its local
+//! [`SseChannel`], whose event ids are then the cluster's: a client resumes with
+//! `Last-Event-ID` on any process.
+
+mod listener;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +23,14 @@ use std::time::Duration;
 
 use eric_core::{ChannelContainer, Message, OverflowPolicy};
 use eric_prefabs::{SseAdapter, SseChannel, SseStream};
-use redis::AsyncConnectionConfig;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::error::{Error, Result};
+use crate::redis_connection::{Nodes, RedisConnection};
+
+pub use listener::ListenerStream;
+use listener::{Attached, REMOVED};
 
 /// The message type of the entry that ends a channel everywhere.
 const CLOSED: &str = "\u{0}closed";
@@ -35,12 +42,12 @@ const BLOCK: Duration = Duration::from_secs(5);
 /// `Last-Event-ID` (read on another process a moment ago).
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// Adds an entry: `seq` goes up by one, the entry gets the id `0-<seq>`. Returns
+/// Adds an entry: `seq` goes up by one, the entry gets the id `<seq>-0`. Returns
 /// `{seq, epoch}`, or `-1` when the channel does not exist.
 const PUBLISH: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'type', ARGV[1], 'payload', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'type', ARGV[1], 'payload', ARGV[2])
 return {seq, redis.call('HGET', KEYS[1], 'epoch')}
 ";
 
@@ -51,13 +58,17 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0)
 return 1
 ";
 
-/// Ends a channel: a last entry that closes every process's copy, then the meta hash
-/// goes and the stream expires (readers that were away a moment still see the end).
+/// Ends a channel: a last entry that closes every process's copy, then the meta hash,
+/// the listeners and their queues go and the stream expires (readers that were away a
+/// moment still see the end). `ARGV[2]` is the queue keys' prefix.
 const REMOVE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], '0-' .. seq, 'type', ARGV[1], 'payload', 'null')
-redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], seq .. '-0', 'type', ARGV[1], 'payload', 'null')
+for _, listener in ipairs(redis.call('HKEYS', KEYS[3])) do
+  redis.call('DEL', ARGV[2] .. listener)
+end
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('EXPIRE', KEYS[2], 60)
 return 1
 ";
@@ -67,9 +78,11 @@ return 1
 #[non_exhaustive]
 pub struct ClusterSettings {
     /// Broadcasts each process keeps for resuming clients (default 1024); the Redis
-    /// stream keeps at least as many.
+    /// stream keeps at least twice as many entries.
     pub replay: usize,
-    /// What each local listener may have unread (default `None`: unbounded).
+    /// What each local listener may have unread (default `None`: unbounded); also
+    /// the most dispatches a stored listener's queue holds before dispatches to it are
+    /// refused with [`eric_core::Error::QueueFull`].
     pub capacity: Option<usize>,
     /// What happens to a listener over `capacity`.
     pub overflow: OverflowPolicy,
@@ -110,12 +123,20 @@ pub struct Published {
     pub event_id: String,
 }
 
-/// Channels shared by every process connected to the same Redis (feature `redis`).
+/// Channels shared by every process connected to the same Redis or Redis Cluster
+/// (feature `redis`).
 ///
 /// A process serves a channel by loading it into its [`ChannelContainer`] (the first
 /// time a request names it) and reading its stream from then on; everything local
 /// (listeners, streams, replay) is the ordinary [`SseChannel`]. A process that has had
 /// no listener on a channel for a while stops reading it and lets it go.
+///
+/// Two kinds of listener: [`subscribe`](Self::subscribe) gives a stream whose listener
+/// lives and dies with it on this process (what a browser's `EventSource` wants; it
+/// resumes anywhere with `Last-Event-ID`); [`add_listener`](Self::add_listener) stores
+/// a listener in Redis, which any process can [`dispatch`](Self::dispatch) to and
+/// [`message_stream`](Self::message_stream) from, its dispatches kept in Redis until a
+/// stream delivers them.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -138,14 +159,15 @@ pub struct RedisCluster {
 }
 
 struct Inner {
-    client: redis::Client,
-    connection: ConnectionManager,
+    nodes: Nodes,
+    connection: RedisConnection,
     prefix: String,
     settings: ClusterSettings,
     container: Arc<ChannelContainer<SseAdapter>>,
     /// The channels this process serves, with how far their reader has read.
     served: RwLock<HashMap<String, Served>>,
-    /// Numbers each loaded copy, so that a reader lets go of its own copy only.
+    /// Numbers each loaded copy, so that a reader lets go of its own copy only; and
+    /// each attached stored listener, so that a stream detaches its own only.
     loads: AtomicU64,
 }
 
@@ -154,8 +176,22 @@ struct Served {
     channel: SseChannel,
     /// The next sequence number the local channel expects.
     next: watch::Receiver<u64>,
+    /// What the reader has applied, and the stored listeners streaming here; locked
+    /// while the reader applies entries and while a stored listener attaches.
+    read: Arc<Mutex<ReadState>>,
     reader: tokio::task::AbortHandle,
     load: u64,
+}
+
+/// A stream entry's id, `<seq>-<n>`: broadcast `seq` when `n` is 0, else the `n`th
+/// dispatch after it.
+type EntryId = (u64, u64);
+
+struct ReadState {
+    /// The newest entry applied to the local channel.
+    last: EntryId,
+    /// Stored listeners streaming on this process.
+    attached: HashMap<String, Attached>,
 }
 
 impl Drop for Inner {
@@ -177,7 +213,8 @@ fn storage_error(operation: &'static str, key: &str) -> impl FnOnce(redis::Redis
 }
 
 impl RedisCluster {
-    /// Connects to the Redis at `url`; channels this process serves are registered in
+    /// Connects to the Redis at `url`, or to the Redis Cluster whose seed nodes `url`
+    /// lists separated by commas; channels this process serves are registered in
     /// `container` (the one the server looks channels up in).
     pub async fn connect(
         url: &str,
@@ -194,10 +231,10 @@ impl RedisCluster {
         settings: ClusterSettings,
         container: Arc<ChannelContainer<SseAdapter>>,
     ) -> Result<Self> {
-        let (client, connection) = crate::redis_storage::connect(url).await?;
+        let (nodes, connection) = crate::redis_connection::connect(url).await?;
         Ok(RedisCluster {
             inner: Arc::new(Inner {
-                client,
+                nodes,
                 connection,
                 prefix: prefix.to_owned(),
                 settings,
@@ -216,6 +253,11 @@ impl RedisCluster {
         key.push_str("}:");
         key.push_str(kind);
         key
+    }
+
+    /// Whether this talks to a Redis Cluster (rather than one Redis server).
+    pub fn is_redis_cluster(&self) -> bool {
+        self.inner.nodes.is_cluster()
     }
 
     fn index(&self) -> String {
@@ -273,20 +315,14 @@ impl RedisCluster {
     /// Broadcasts `message` to the channel's listeners on every process. Acknowledged
     /// once Redis holds it.
     pub async fn publish(&self, id: &str, message: Message) -> Result<Published> {
-        if message.message_type() == CLOSED {
-            return Err(eric_core::Error::InvalidId {
-                id: message.message_type().to_owned(),
-                reason: "this message type is reserved",
-            }
-            .into());
-        }
+        check(&message)?;
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
         let reply: redis::Value = redis::Script::new(PUBLISH)
             .key(&meta)
             .key(&events)
             .arg(message.message_type())
             .arg(message.payload_json())
-            .arg(self.inner.settings.replay.max(64) * 2)
+            .arg(self.stream_length())
             .invoke_async(&mut self.inner.connection.clone())
             .await
             .map_err(storage_error("publish to", &events))?;
@@ -304,15 +340,23 @@ impl RedisCluster {
         })
     }
 
+    /// The stream's `MAXLEN ~`: twice the replay window, so that what a process keeps
+    /// for resuming clients is still in Redis for a process that loads the channel.
+    fn stream_length(&self) -> usize {
+        self.inner.settings.replay.max(64) * 2
+    }
+
     /// Removes the channel everywhere: every process's streams get the closed message
-    /// and end.
+    /// and end; its stored listeners and their queues go.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
         let mut connection = self.inner.connection.clone();
         let removed: i64 = redis::Script::new(REMOVE)
             .key(&meta)
             .key(&events)
+            .key(self.key(id, "listeners"))
             .arg(CLOSED)
+            .arg(self.key(id, "queue:"))
             .invoke_async(&mut connection)
             .await
             .map_err(storage_error("remove", &meta))?;
@@ -369,10 +413,16 @@ impl RedisCluster {
             .map_err(storage_error("load", &events))?;
         let mut backlog = backlog.ids;
         backlog.reverse();
-        let first = match backlog.first() {
-            Some(entry) => entry_seq(entry).unwrap_or(seq + 1),
-            None => seq + 1,
-        };
+        // The first broadcast kept; without one, the one after the newest entry (which
+        // can be newer than `seq`: entries come in while this loads).
+        let newest = backlog.last().and_then(entry_id);
+        let first = backlog
+            .iter()
+            .filter_map(entry_id)
+            .find(|&(_, n)| n == 0)
+            .map(|(seq, _)| seq)
+            .or(newest.map(|(seq, _)| seq + 1))
+            .unwrap_or(seq + 1);
         let settings = &self.inner.settings;
         let mut builder = SseChannel::builder()
             .id(id)
@@ -383,14 +433,16 @@ impl RedisCluster {
             builder = builder.capacity(capacity, settings.overflow);
         }
         let channel = builder.build()?;
-        let mut last = format!("0-{}", first - 1);
+        let mut read = ReadState {
+            last: newest.unwrap_or((seq, 0)),
+            attached: HashMap::new(),
+        };
         for entry in &backlog {
-            if apply(&channel, entry) == Applied::Closed {
+            if apply(&channel, &mut read.attached, entry) == Applied::Closed {
                 return Err(Error::ChannelNotFound {
                     channel_id: id.to_owned(),
                 });
             }
-            last.clone_from(&entry.id);
         }
 
         let mut served = self
@@ -405,17 +457,19 @@ impl RedisCluster {
         self.inner.container.register(channel.channel().clone())?;
         let (progress, next) = watch::channel(channel.channel().next_seq());
         let load = self.inner.loads.fetch_add(1, Ordering::Relaxed);
-        let reader = tokio::spawn(read(
+        let read = Arc::new(Mutex::new(read));
+        let reader = tokio::spawn(self::read(
             Arc::downgrade(&self.inner),
             load,
             channel.clone(),
+            Arc::clone(&read),
             events,
-            last,
             progress,
         ));
         let entry = Served {
             channel,
             next,
+            read,
             reader: reader.abort_handle(),
             load,
         };
@@ -429,13 +483,7 @@ impl RedisCluster {
     /// resumes instead of being reset.
     pub async fn subscribe(&self, id: &str, last_event_id: Option<&str>) -> Result<SseStream> {
         let served = self.served(id).await?;
-        let wanted = last_event_id.and_then(|last| served.channel.adapter().parse_event_id(last));
-        if let Some(seq) = wanted {
-            let mut next = served.next.clone();
-            // Timing out (or the reader ending) is fine: the subscribe below then
-            // answers with a reset event, as for any id it cannot resume.
-            let _ = tokio::time::timeout(CATCH_UP, next.wait_for(|&next| next > seq)).await;
-        }
+        served.catch_up(last_event_id).await;
         Ok(served.channel.subscribe(last_event_id)?)
     }
 
@@ -446,6 +494,19 @@ impl RedisCluster {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+impl Served {
+    /// Waits a moment for this process to read up to `last_event_id` (a client moving
+    /// from a process that read it first). Timing out (or the reader ending) is fine:
+    /// the client then gets a reset event, as for any id it cannot resume.
+    async fn catch_up(&self, last_event_id: Option<&str>) {
+        let adapter = self.channel.adapter();
+        if let Some(seq) = last_event_id.and_then(|last| adapter.parse_event_id(last)) {
+            let mut next = self.next.clone();
+            let _ = tokio::time::timeout(CATCH_UP, next.wait_for(|&next| next > seq)).await;
+        }
     }
 }
 
@@ -485,58 +546,115 @@ fn escape_tag_into(key: &mut String, id: &str) {
     }
 }
 
-/// The sequence number in an entry id `0-<seq>`.
-fn entry_seq(entry: &StreamId) -> Option<u64> {
-    entry.id.split_once('-')?.1.parse().ok()
+/// Checks that `message` can go out as an SSE event and is not one of the entries
+/// eric uses itself (types starting with NUL).
+fn check(message: &Message) -> Result<()> {
+    eric_prefabs::check_message(message)?;
+    if message.message_type().starts_with('\u{0}') {
+        return Err(eric_core::Error::InvalidId {
+            id: message.message_type().to_owned(),
+            reason: "message types starting with NUL are reserved",
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The id of a stream entry, `<seq>-<n>`.
+fn entry_id(entry: &StreamId) -> Option<EntryId> {
+    parse_entry_id(&entry.id)
+}
+
+fn parse_entry_id(id: &str) -> Option<EntryId> {
+    let (seq, n) = id.split_once('-')?;
+    Some((seq.parse().ok()?, n.parse().ok()?))
 }
 
 #[derive(PartialEq, Eq)]
 enum Applied {
-    Broadcast,
+    /// Applied, or nothing for this process to do.
+    Done,
     Closed,
     /// An entry this copy cannot take in order (it missed some): it must be reloaded.
     Gap,
 }
 
-fn apply(channel: &SseChannel, entry: &StreamId) -> Applied {
+fn apply(
+    channel: &SseChannel,
+    attached: &mut HashMap<String, Attached>,
+    entry: &StreamId,
+) -> Applied {
+    let Some((seq, n)) = entry_id(entry) else {
+        return Applied::Gap;
+    };
     let message_type: String = entry.get("type").unwrap_or_default();
+    let next = channel.channel().next_seq();
+    let to: Option<String> = entry.get("to");
+    if let Some(to) = to {
+        // A dispatch (or a listener's removal) after broadcast `seq`.
+        if next <= seq {
+            return Applied::Gap;
+        }
+        if let Some(listener) = attached.get_mut(&to)
+            && (seq, n) > listener.upto
+        {
+            listener.upto = (seq, n);
+            if message_type == REMOVED {
+                attached.remove(&to);
+                let _ = channel.remove_listener(&to);
+            } else {
+                listener.deliver(channel, &to, (seq, n), message(message_type, entry));
+            }
+        }
+        return Applied::Done;
+    }
     if message_type == CLOSED {
         return Applied::Closed;
     }
-    let expected = channel.channel().next_seq();
-    match entry_seq(entry) {
-        Some(seq) if seq < expected => return Applied::Broadcast, // read already
-        Some(seq) if seq == expected => {}
-        _ => return Applied::Gap,
-    }
-    let payload: String = entry.get("payload").unwrap_or_default();
-    // What publish stored is a message's own JSON; anything else is not ours, and is
-    // still delivered (as a string) rather than leaving a hole in the sequence.
-    let payload = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
-    match channel.broadcast(Message::new(message_type, payload)) {
-        Ok(_) => Applied::Broadcast,
-        Err(_) => Applied::Closed,
+    match seq {
+        _ if n != 0 => Applied::Gap,
+        seq if seq < next => Applied::Done, // read already
+        seq if seq == next => match channel.broadcast(message(message_type, entry)) {
+            Ok(_) => Applied::Done,
+            Err(_) => Applied::Closed,
+        },
+        _ => Applied::Gap,
     }
 }
 
-/// One process's reader of one channel's stream: each new entry broadcast into the
-/// local channel, in order. Ends when the channel is removed, when it has had no local
-/// listener for a whole [`BLOCK`], or when it missed entries (trimmed while it could
-/// not read; the next request reloads the channel).
+/// The message an entry (or a queued dispatch) holds.
+fn message(message_type: String, entry: &StreamId) -> Message {
+    let payload: String = entry.get("payload").unwrap_or_default();
+    decode(message_type, payload)
+}
+
+fn decode(message_type: String, payload: String) -> Message {
+    // What eric stored is a checked type and a message's own JSON; anything else is not
+    // ours, and is still delivered (as a plain `message`, the payload as a string)
+    // rather than leaving a hole in the sequence.
+    let payload = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+    let message = Message::new(message_type, payload.clone());
+    match eric_prefabs::check_message(&message) {
+        Ok(()) => message,
+        Err(_) => Message::new("message", payload),
+    }
+}
+
+/// One process's reader of one channel's stream: each new entry applied to the local
+/// channel, in order. Ends when the channel is removed, when it has had no local
+/// listener for a whole [`BLOCK`] twice, or when it missed entries (trimmed while it
+/// could not read; the next request reloads the channel).
 async fn read(
     cluster: Weak<Inner>,
     load: u64,
     channel: SseChannel,
+    state: Arc<Mutex<ReadState>>,
     events: String,
-    mut last: String,
     progress: watch::Sender<u64>,
 ) {
-    let Some(client) = cluster.upgrade().map(|c| c.client.clone()) else {
+    let Some(nodes) = cluster.upgrade().map(|c| c.nodes.clone()) else {
         return;
     };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None);
     let mut connection = None;
     let mut idle_rounds = 0;
     'reading: loop {
@@ -545,10 +663,7 @@ async fn read(
         }
         let conn = match &mut connection {
             Some(conn) => conn,
-            None => match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            None => match nodes.blocking().await {
                 Ok(conn) => connection.insert(conn),
                 Err(err) => {
                     tracing::warn!(%events, %err, "cluster reader cannot connect; retrying");
@@ -557,6 +672,7 @@ async fn read(
                 }
             },
         };
+        let (seq, n) = state.lock().await.last;
         let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1024)
@@ -564,7 +680,7 @@ async fn read(
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&events)
-            .arg(&last)
+            .arg(format!("{seq}-{n}"))
             .query_async(conn)
             .await;
         let entries: Vec<StreamId> = match reply {
@@ -590,12 +706,16 @@ async fn read(
             continue;
         }
         idle_rounds = 0;
+        let mut state = state.lock().await;
         for entry in &entries {
-            if apply(&channel, entry) != Applied::Broadcast {
+            if apply(&channel, &mut state.attached, entry) != Applied::Done {
                 break 'reading;
             }
-            last.clone_from(&entry.id);
+            if let Some(id) = entry_id(entry) {
+                state.last = id;
+            }
         }
+        drop(state);
         progress.send_replace(channel.channel().next_seq());
     }
     if let Some(cluster) = cluster.upgrade() {

@@ -33,13 +33,15 @@ mod key;
 mod persistent;
 pub mod record;
 #[cfg(feature = "redis")]
+mod redis_connection;
+#[cfg(feature = "redis")]
 mod redis_storage;
 mod repository;
 mod storage;
 mod stored;
 
 #[cfg(feature = "redis")]
-pub use cluster::{ClusterSettings, Published, RedisCluster};
+pub use cluster::{ClusterSettings, ListenerStream, Published, RedisCluster};
 pub use error::{Error, Result};
 pub use key::Keys;
 pub use persistent::{PersistentSseChannel, PersistentStream};

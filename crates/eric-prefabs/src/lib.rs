@@ -40,5 +40,5 @@ pub use publisher::{Channels, DEFAULT_CHANNEL, Publication, Publisher, Subscribe
 pub use sse::{SseEvent, is_valid_event, sse_comment};
 pub use sse_channel::{
     DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, SseAdapter, SseChannel,
-    SseChannelBuilder, SseStream,
+    SseChannelBuilder, SseStream, check_message,
 };

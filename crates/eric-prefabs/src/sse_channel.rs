@@ -418,8 +418,16 @@ impl From<Channel<SseAdapter>> for SseChannel {
 }
 
 fn checked(msg: Message) -> Result<Message> {
+    check_message(&msg)?;
+    Ok(msg)
+}
+
+/// Checks that `msg` can go out as an SSE event (its type, the event name, has no line
+/// break), as [`SseChannel::broadcast`] and [`SseChannel::dispatch`] do: for callers
+/// that store a message before it reaches a channel. [`Error::InvalidSseField`] if not.
+pub fn check_message(msg: &Message) -> Result<()> {
     if is_valid_event(msg.message_type()) {
-        Ok(msg)
+        Ok(())
     } else {
         Err(Error::InvalidSseField {
             field: "event",

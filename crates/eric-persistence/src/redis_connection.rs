@@ -1,0 +1,142 @@
+//! One Redis or a Redis Cluster, behind one connection type, for cluster mode.
+//!
+//! A single URL is one Redis server; several seed URLs separated by commas
+//! (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`) are the nodes of a Redis Cluster,
+//! and commands go to the node holding their key's slot (redis-rs `cluster-async`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+use crate::error::Result;
+use crate::redis_storage::storage_error;
+
+/// Where the Redis of a cluster-mode process is: one server, or the nodes of a Redis
+/// Cluster. Opens the connections that block (`XREAD BLOCK`), one per reader.
+#[derive(Clone)]
+pub(crate) enum Nodes {
+    /// One Redis server.
+    Single(redis::Client),
+    /// A Redis Cluster (built without a response timeout: readers block).
+    Cluster(Box<ClusterClient>),
+}
+
+/// A connection to either: commands are routed by key on a cluster.
+#[derive(Clone)]
+pub(crate) enum RedisConnection {
+    /// Shared, self-reconnecting, requests time out after 2 s.
+    Managed(ConnectionManager),
+    /// A reader's own connection to one server, without a response timeout.
+    Blocking(MultiplexedConnection),
+    /// A connection to every node of a cluster (self-refreshing on MOVED).
+    Cluster(ClusterConnection),
+}
+
+/// The seed URLs in `urls` (comma-separated); more than one means a Redis Cluster.
+pub(crate) fn seeds(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// Connects to `urls`: the nodes (for readers) and the shared connection for commands.
+pub(crate) async fn connect(urls: &str) -> Result<(Nodes, RedisConnection)> {
+    let failed = |source| storage_error("connect to", urls, source);
+    let seeds = seeds(urls);
+    if seeds.len() <= 1 {
+        let (client, connection) = crate::redis_storage::connect(urls.trim()).await?;
+        return Ok((Nodes::Single(client), RedisConnection::Managed(connection)));
+    }
+    let builder = || {
+        ClusterClient::builder(seeds.iter().copied())
+            .connection_timeout(Duration::from_secs(2))
+            // A few quick retries ride out a failover's MOVED/TRYAGAIN; requests still
+            // fail within seconds while a node is away.
+            .retries(3)
+            .max_retry_wait(500)
+    };
+    let commands = builder()
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(failed)?;
+    let readers = builder().build().map_err(failed)?;
+    let connection = commands.get_async_connection().await.map_err(failed)?;
+    Ok((
+        Nodes::Cluster(Box::new(readers)),
+        RedisConnection::Cluster(connection),
+    ))
+}
+
+impl Nodes {
+    /// A connection of its own for a reader that blocks: no response timeout.
+    pub(crate) async fn blocking(&self) -> redis::RedisResult<RedisConnection> {
+        match self {
+            Nodes::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(None);
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(RedisConnection::Blocking(connection))
+            }
+            Nodes::Cluster(client) => Ok(RedisConnection::Cluster(
+                client.get_async_connection().await?,
+            )),
+        }
+    }
+
+    /// Whether these are the nodes of a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Nodes::Cluster(_))
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Managed(c) => c.req_packed_command(cmd),
+            RedisConnection::Blocking(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Blocking(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Managed(c) => c.get_db(),
+            RedisConnection::Blocking(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seeds;
+
+    #[test]
+    fn several_comma_separated_urls_are_the_seed_nodes_of_a_cluster() {
+        assert_eq!(seeds("redis://127.0.0.1:6379"), ["redis://127.0.0.1:6379"]);
+        assert_eq!(
+            seeds("redis://127.0.0.1:7000, redis://127.0.0.1:7001,"),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+    }
+}
