@@ -1,7 +1,9 @@
-//! Cluster mode: two `eric serve --cluster` processes on one Redis (all started here,
-//! on loopback ports of their own). A broadcast on either reaches the subscribers of
-//! both, in one order, with the same event ids; when one process is killed, its
-//! subscribers reconnect to the other with `Last-Event-ID` and miss nothing.
+//! Cluster mode: two `eric serve --cluster` processes on one Redis, and on a Redis
+//! Cluster of three masters (all started here, on loopback ports of their own). A
+//! broadcast on either reaches the subscribers of both, in one order, with the same
+//! event ids; when one process is killed, its subscribers reconnect to the other with
+//! `Last-Event-ID` and miss nothing; a stored listener is dispatched to and streamed
+//! from either.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,10 +28,18 @@ fn start_eric(redis_url: &str) -> EricServe {
 /// An event as a subscriber saw it: (id, event type, data).
 type Seen = (String, String, String);
 
-/// Subscribes at `base` (resuming after `last_event_id`) and forwards every event,
-/// keep-alive comments aside; the receiver ends when the stream does.
+/// Subscribes to `news` at `base` (resuming after `last_event_id`) and forwards every
+/// event, keep-alive comments aside; the receiver ends when the stream does.
 async fn subscribe(base: &str, last_event_id: Option<&str>) -> mpsc::UnboundedReceiver<Seen> {
-    let mut request = reqwest::Client::new().get(format!("{base}/channels/news/events"));
+    subscribe_to(base, "news", last_event_id).await
+}
+
+async fn subscribe_to(
+    base: &str,
+    channel: &str,
+    last_event_id: Option<&str>,
+) -> mpsc::UnboundedReceiver<Seen> {
+    let mut request = reqwest::Client::new().get(format!("{base}/channels/{channel}/events"));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
@@ -49,8 +59,12 @@ async fn subscribe(base: &str, last_event_id: Option<&str>) -> mpsc::UnboundedRe
 
 /// `PUT /create?channel_id=news` at `base`: the status.
 async fn create_news(http: &reqwest::Client, base: &str) -> u16 {
+    create(http, base, "news").await
+}
+
+async fn create(http: &reqwest::Client, base: &str, channel: &str) -> u16 {
     let response = http
-        .put(format!("{base}/create?channel_id=news"))
+        .put(format!("{base}/create?channel_id={channel}"))
         .send()
         .await
         .unwrap();
@@ -64,8 +78,12 @@ async fn listed(http: &reqwest::Client, base: &str) -> Vec<String> {
 }
 
 async fn publish(http: &reqwest::Client, base: &str, n: u64) -> String {
+    publish_to(http, base, "news", n).await
+}
+
+async fn publish_to(http: &reqwest::Client, base: &str, channel: &str, n: u64) -> String {
     let response = http
-        .post(format!("{base}/broadcast?channel_id=news"))
+        .post(format!("{base}/broadcast?channel_id={channel}"))
         .json(&json!({"type": "news", "payload": {"n": n}}))
         .send()
         .await
@@ -100,8 +118,12 @@ async fn expect_broadcasts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_reach_both_processes_and_clients_of_a_killed_one_resume_on_the_other() {
     let redis = redis_support::RedisServer::start();
-    let mut a = start_eric(&redis.url());
-    let b = start_eric(&redis.url());
+    broadcasts_and_a_killed_process(&redis.url()).await;
+}
+
+async fn broadcasts_and_a_killed_process(redis_url: &str) {
+    let mut a = start_eric(redis_url);
+    let b = start_eric(redis_url);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -275,18 +297,27 @@ async fn no_open_stream(http: &reqwest::Client, base: &str) {
     panic!("{base} kept a stream open after its client left");
 }
 
+/// `command`'s answer from the Redis at `urls`, or from the Redis Cluster whose seed
+/// nodes they are (comma-separated).
+async fn redis_query<T: redis::FromRedisValue>(urls: &str, command: &redis::Cmd) -> T {
+    if urls.contains(',') {
+        let client = redis::cluster::ClusterClient::new(urls.split(',')).unwrap();
+        let mut connection = client.get_async_connection().await.unwrap();
+        command.query_async(&mut connection).await.unwrap()
+    } else {
+        let client = redis::Client::open(urls).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        command.query_async(&mut connection).await.unwrap()
+    }
+}
+
 /// Waits until Redis records that stored listener `listener` reads broadcast `next`
 /// next (written when its stream ends).
 async fn recorded_position(redis_url: &str, listener: &str, next: u64) {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut command = redis::cmd("HGET");
+    command.arg("eric:cluster:{news}:listeners").arg(listener);
     for _ in 0..100 {
-        let at: Option<u64> = redis::cmd("HGET")
-            .arg("eric:cluster:{news}:listeners")
-            .arg(listener)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        let at: Option<u64> = redis_query(redis_url, &command).await;
         if at == Some(next) {
             return;
         }
@@ -297,14 +328,10 @@ async fn recorded_position(redis_url: &str, listener: &str, next: u64) {
 
 /// Waits until Redis holds `count` undelivered dispatches for `listener`.
 async fn queued_in_redis(redis_url: &str, listener: &str, count: usize) {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut command = redis::cmd("LLEN");
+    command.arg(format!("eric:cluster:{{news}}:queue:{listener}"));
     for _ in 0..100 {
-        let queued: usize = redis::cmd("LLEN")
-            .arg(format!("eric:cluster:{{news}}:queue:{listener}"))
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        let queued: usize = redis_query(redis_url, &command).await;
         if queued == count {
             return;
         }
@@ -316,8 +343,12 @@ async fn queued_in_redis(redis_url: &str, listener: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
     let redis = redis_support::RedisServer::start();
-    let mut a = start_eric(&redis.url());
-    let b = start_eric(&redis.url());
+    a_stored_listener_across_processes(&redis.url()).await;
+}
+
+async fn a_stored_listener_across_processes(redis_url: &str) {
+    let mut a = start_eric(redis_url);
+    let b = start_eric(redis_url);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -349,7 +380,7 @@ async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
     // back on A without Last-Event-ID: exactly what it has not had.
     connection.abort();
     no_open_stream(&http, &b.base).await;
-    recorded_position(&redis.url(), &listener, 3).await;
+    recorded_position(redis_url, &listener, 3).await;
     publish(&http, &b.base, 2).await;
     assert_eq!(dispatch(&http, &b.base, &listener, 4).await, 200);
     let (mut on_a, _connection) = stream_listener(&a.base, &listener, None).await;
@@ -358,7 +389,7 @@ async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
     // A dies with the listener streaming there (what it delivered has left Redis's
     // queue); a dispatch meanwhile waits in Redis, and the client resumes on B with
     // the last id it saw.
-    queued_in_redis(&redis.url(), &listener, 0).await;
+    queued_in_redis(redis_url, &listener, 0).await;
     a.kill();
     assert_eq!(dispatch(&http, &b.base, &listener, 5).await, 200);
     let last = publish(&http, &b.base, 3).await;
@@ -381,4 +412,80 @@ async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
     let ended = tokio::time::timeout(Duration::from_secs(10), resumed.recv()).await;
     assert!(matches!(ended, Ok(None)), "its stream ends");
     assert_eq!(dispatch(&http, &b.base, &listener, 6).await, 404);
+}
+
+/// A Redis Cluster of three masters, started here; `None` (and the reason printed)
+/// only where it cannot start. `ERIC_REQUIRE_REDIS_CLUSTER=1` (set by `.ci/run`)
+/// makes that a failure instead.
+fn redis_cluster() -> Option<redis_support::RedisClusterNodes> {
+    match redis_support::RedisClusterNodes::start() {
+        Ok(cluster) => Some(cluster),
+        Err(reason) if std::env::var_os("ERIC_REQUIRE_REDIS_CLUSTER").is_none() => {
+            eprintln!("SKIPPED: no Redis Cluster could be started here: {reason}");
+            None
+        }
+        Err(reason) => panic!("a Redis Cluster could not be started: {reason}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_channels_spread_over_the_masters_and_reach_both_processes() {
+    let Some(cluster) = redis_cluster() else {
+        return;
+    };
+    let a = start_eric(&cluster.urls());
+    let b = start_eric(&cluster.urls());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let channels: Vec<String> = (0..12).map(|n| format!("room-{n}")).collect();
+    let mut on_b = Vec::new();
+    for channel in &channels {
+        assert_eq!(create(&http, &a.base, channel).await, 201);
+        on_b.push(subscribe_to(&b.base, channel, None).await);
+    }
+    // Each channel's keys live on the master of its hash tag's slot: the channels are
+    // spread over the nodes, and eric follows them there.
+    let mut nodes_with_keys = 0;
+    for url in cluster.node_urls() {
+        let client = redis::Client::open(url).unwrap();
+        let mut node = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: usize = redis::cmd("DBSIZE").query_async(&mut node).await.unwrap();
+        nodes_with_keys += usize::from(keys > 0);
+    }
+    assert!(nodes_with_keys >= 2, "12 channels all on one master");
+
+    for (channel, rx) in channels.iter().zip(on_b.iter_mut()) {
+        let ids = vec![
+            publish_to(&http, &a.base, channel, 0).await,
+            publish_to(&http, &b.base, channel, 1).await,
+        ];
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (id, _, data) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{channel}: a broadcast did not arrive"))
+                .unwrap();
+            seen.push((id, data));
+        }
+        assert_eq!(seen[0], (ids[0].clone(), r#"{"n":0}"#.to_owned()));
+        assert_eq!(seen[1], (ids[1].clone(), r#"{"n":1}"#.to_owned()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_clients_of_a_killed_process_resume_on_the_other() {
+    let Some(cluster) = redis_cluster() else {
+        return;
+    };
+    broadcasts_and_a_killed_process(&cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_stored_listener_works_from_any_process() {
+    let Some(cluster) = redis_cluster() else {
+        return;
+    };
+    a_stored_listener_across_processes(&cluster.urls()).await;
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Arguments beyond the defaults (cluster mode, say).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -24,7 +26,11 @@ impl RedisServer {
     pub fn start() -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let mut server = RedisServer { port, child: None };
+            let mut server = RedisServer {
+                port,
+                child: None,
+                extra: Vec::new(),
+            };
             if server.spawn() {
                 return server;
             }
@@ -66,6 +72,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -100,6 +107,115 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Three redis-servers in cluster mode on loopback ports of their own, joined into
+/// one Redis Cluster of 3 masters (slots split evenly, no replicas) with
+/// `redis-cli --cluster create`. Killed on drop.
+pub struct RedisClusterNodes {
+    nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisClusterNodes {
+    /// Starts the cluster; `Err` says why it could not (no `redis-cli`, say), for a
+    /// test to print when it skips.
+    pub fn start() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "eric-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {dir:?}: {e}"))?;
+        let mut cluster = RedisClusterNodes {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            cluster.nodes.push(cluster.start_node()?);
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                format!("cannot run redis-cli (Debian: apt-get install redis-tools): {e}")
+            })?;
+        if !created.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| cluster_ok(n.port)) {
+            if Instant::now() > deadline {
+                return Err("the Redis Cluster did not reach cluster_state:ok in 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(cluster)
+    }
+
+    fn start_node(&self) -> Result<RedisServer, String> {
+        for _ in 0..10 {
+            // The cluster bus listens on port + 10000: both must be free.
+            let port = free_port();
+            if port > 55_535 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let config = self.dir.join(format!("nodes-{port}.conf"));
+            let mut server = RedisServer {
+                port,
+                child: None,
+                extra: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    config.to_string_lossy().into_owned(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ],
+            };
+            if server.spawn() {
+                return Ok(server);
+            }
+        }
+        Err("no cluster node started on 10 free ports".into())
+    }
+
+    /// The seed nodes, comma-separated, as `eric serve --redis` takes them.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(RedisServer::url).collect();
+        urls.join(",")
+    }
+
+    /// Each node's URL.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+impl Drop for RedisClusterNodes {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
 }
 
 fn free_port() -> u16 {
