@@ -457,7 +457,7 @@ async fn on_a_redis_cluster_channels_spread_over_the_masters_and_reach_both_proc
     assert!(nodes_with_keys >= 2, "12 channels all on one master");
 
     for (channel, rx) in channels.iter().zip(on_b.iter_mut()) {
-        let ids = vec![
+        let ids = [
             publish_to(&http, &a.base, channel, 0).await,
             publish_to(&http, &b.base, channel, 1).await,
         ];
