@@ -19,6 +19,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Arguments beyond the defaults (cluster mode, say).
     extra: Vec<String>,
+    /// A directory of its own, removed on drop.
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -30,6 +32,37 @@ impl RedisServer {
                 port,
                 child: None,
                 extra: Vec::new(),
+                scratch: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Starts one that keeps what it acknowledged across a kill and
+    /// [`restart`](Self::restart) (append-only file, fsync on every write), as a
+    /// production Redis does.
+    pub fn start_persistent() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("eric-redis-aof-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a directory for the append-only file");
+            let mut server = RedisServer {
+                port,
+                child: None,
+                extra: vec![
+                    "--dir".into(),
+                    dir.to_string_lossy().into_owned(),
+                    "--appendonly".into(),
+                    "yes".into(),
+                    "--appendfsync".into(),
+                    "always".into(),
+                ],
+                scratch: Some(dir),
             };
             if server.spawn() {
                 return server;
@@ -106,6 +139,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -184,6 +220,7 @@ impl RedisClusterNodes {
                     "--cluster-node-timeout".into(),
                     "2000".into(),
                 ],
+                scratch: None,
             };
             if server.spawn() {
                 return Ok(server);
