@@ -1,7 +1,9 @@
 //! Cluster mode: deliveries/s with 1, 2 and 3 `eric serve --cluster` processes on one
-//! Redis, and publish -> receive latency on the publishing process and across
-//! processes; next to one in-memory `eric serve` (no Redis) driven the same way in the
-//! same run. Starts its own redis-server and servers on loopback ports.
+//! Redis and on a Redis Cluster of 3 masters, and publish -> receive latency on the
+//! publishing process and across processes; dispatches to stored listeners made on one
+//! process and streamed on another; each next to one in-memory `eric serve` (no Redis)
+//! driven the same way in the same run. Starts its own redis-server(s) and servers on
+//! loopback ports.
 //!
 //! `cargo bench --bench cluster [-- quick]`
 //!
@@ -160,6 +162,119 @@ async fn run(
     }
 }
 
+/// `listeners` stored listeners made on process 0 and streamed on the last process;
+/// `dispatches` made on process 0 round robin over them by 4 concurrent publishers,
+/// each awaiting its previous one.
+async fn run_dispatch(servers: &[EricServe], listeners: usize, dispatches: u64) -> Outcome {
+    const PUBLISHERS: u64 = 4;
+    let http = reqwest::Client::new();
+    let channel = format!("dispatch-{}", now_us());
+    let (first, last) = (&servers[0].base, &servers[servers.len() - 1].base);
+    let created = http
+        .put(format!("{first}/create?channel_id={channel}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let received = Arc::new(AtomicU64::new(0));
+    let (mut ids, mut readers) = (Vec::new(), Vec::new());
+    for l in 0..listeners {
+        let subscribed: Value = http
+            .post(format!("{first}/subscribe?channel_id={channel}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = subscribed["listener_id"].as_str().unwrap().to_owned();
+        let response = reqwest::Client::new()
+            .get(format!("{last}/stream/{channel}/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        ids.push(id);
+        // Listener l gets the dispatches n with n % listeners == l, in increasing order.
+        let expected = (l as u64..dispatches).step_by(listeners).count() as u64;
+        let received = Arc::clone(&received);
+        readers.push(tokio::spawn(async move {
+            let mut events = response.bytes_stream().eventsource();
+            let (mut got, mut previous, mut out_of_order, mut latencies) =
+                (0u64, None, 0u64, Vec::new());
+            while got < expected {
+                let Some(Ok(event)) = events.next().await else {
+                    break;
+                };
+                if event.event != "n" {
+                    continue;
+                }
+                let data: Value = serde_json::from_str(&event.data).unwrap();
+                let n = data["n"].as_u64().unwrap();
+                if previous.is_some_and(|p| n <= p) {
+                    out_of_order += 1;
+                }
+                previous = Some(n);
+                got += 1;
+                latencies.push(now_us().saturating_sub(data["t"].as_u64().unwrap()));
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            (out_of_order, latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = Arc::new(ids);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (http, ids, url) = (
+                http.clone(),
+                Arc::clone(&ids),
+                format!("{first}/dispatch?channel_id={channel}"),
+            );
+            tokio::spawn(async move {
+                // Each listener's dispatches come from one task (listeners is a multiple
+                // of the publishers), so their order is the order of their numbers.
+                for n in (p..dispatches).step_by(PUBLISHERS as usize) {
+                    let listener = &ids[n as usize % ids.len()];
+                    let response = http
+                        .post(format!("{url}&listener_id={listener}"))
+                        .json(&json!({"type": "n", "payload": {"n": n, "t": now_us()}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (mut latencies, mut out_of_order) = (Vec::new(), 0);
+    for reader in readers {
+        if let Ok(Ok((ooo, got))) = tokio::time::timeout(Duration::from_secs(30), reader).await {
+            out_of_order += ooo;
+            latencies.extend(got);
+        }
+    }
+    let elapsed = start.elapsed();
+    let received = received.load(Ordering::Relaxed);
+    latencies.sort_unstable();
+    let (same, across) = if servers.len() == 1 {
+        (latencies, Vec::new())
+    } else {
+        (Vec::new(), latencies)
+    };
+    Outcome {
+        deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
+        lost: dispatches - received,
+        out_of_order,
+        same,
+        across,
+    }
+}
+
 fn pct(sorted: &[u64], p: f64) -> String {
     if sorted.is_empty() {
         return "-".into();
@@ -251,5 +366,86 @@ fn main() {
             pct(&o.across, 0.99)
         );
     }
+
+    println!(
+        "\n## on a Redis Cluster of 3 masters (3 more redis-servers on the same 2 cores): {broadcasts} broadcasts as above\n"
+    );
+    let mut cluster_summary = None;
+    match redis_support::RedisClusterNodes::start() {
+        Err(reason) => println!("not measured: the Redis Cluster did not start: {reason}"),
+        Ok(nodes) => {
+            println!(
+                "| processes | deliveries/s | ratio to one in-memory process | lost | out of order | p50 same process | p99 same | p50 across processes | p99 across |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for processes in [1usize, 2, 3] {
+                let servers: Vec<EricServe> = (0..processes)
+                    .map(|_| start_eric(Some(&nodes.urls())))
+                    .collect();
+                let o = rt.block_on(run(&servers, streams, broadcasts, 1, None));
+                println!(
+                    "| {processes}, cluster mode | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                    o.deliveries_per_s,
+                    o.deliveries_per_s / reference,
+                    o.lost,
+                    o.out_of_order,
+                    pct(&o.same, 0.5),
+                    pct(&o.same, 0.99),
+                    pct(&o.across, 0.5),
+                    pct(&o.across, 0.99)
+                );
+                if processes == 3 {
+                    cluster_summary = Some(format!(
+                        "summary: | cluster: 3 processes on a 3-master Redis Cluster, {streams} streams | {:.0} deliveries/s | one in-memory process {reference:.0}/s | {:.2}x |",
+                        o.deliveries_per_s,
+                        o.deliveries_per_s / reference
+                    ));
+                }
+            }
+        }
+    }
+
+    let (listeners, dispatches) = (100, if quick { 1_000 } else { 4_000 });
+    println!(
+        "\n## dispatch: {listeners} stored listeners made on process 1, streamed on process 2; {dispatches} dispatches on process 1 by 4 publishers awaiting each\n"
+    );
+    println!("| setup | dispatches/s delivered | ratio | lost | out of order | p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let in_memory = rt.block_on(run_dispatch(&[start_eric(None)], listeners, dispatches));
+    let servers: Vec<EricServe> = (0..2).map(|_| start_eric(Some(&url))).collect();
+    let across = rt.block_on(run_dispatch(&servers, listeners, dispatches));
+    for (label, o, latencies) in [
+        (
+            "reference: 1 in-memory process (made and streamed there)",
+            &in_memory,
+            &in_memory.same,
+        ),
+        (
+            "2 processes in cluster mode (made on 1, streamed on 2)",
+            &across,
+            &across.across,
+        ),
+    ] {
+        println!(
+            "| {label} | {:.0} | {:.2} | {} | {} | {} | {} |",
+            o.deliveries_per_s,
+            o.deliveries_per_s / in_memory.deliveries_per_s,
+            o.lost,
+            o.out_of_order,
+            pct(latencies, 0.5),
+            pct(latencies, 0.99)
+        );
+    }
+
     println!("\n{summary}");
+    if let Some(cluster_summary) = cluster_summary {
+        println!("{cluster_summary}");
+    }
+    println!(
+        "summary: | cluster: dispatch to stored listeners across 2 processes | {:.0}/s, p99 {} | one in-memory process {:.0}/s | {:.2}x |",
+        across.deliveries_per_s,
+        pct(&across.across, 0.99),
+        in_memory.deliveries_per_s,
+        across.deliveries_per_s / in_memory.deliveries_per_s
+    );
 }

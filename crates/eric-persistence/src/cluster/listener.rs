@@ -124,8 +124,18 @@ pub struct ListenerStream {
     listener_id: String,
     attach: u64,
     pending: Pending,
+    acks: Arc<std::sync::Mutex<Acks>>,
     /// The next broadcast the client has not had.
     position: Option<u64>,
+}
+
+/// Acknowledgements of one stream: one request at a time, for the newest delivered
+/// dispatch (which acknowledges every one before it), so that a burst of deliveries
+/// costs a few round trips, not one each.
+#[derive(Default)]
+struct Acks {
+    newest: Option<EntryId>,
+    sending: bool,
 }
 
 impl std::fmt::Debug for ListenerStream {
@@ -158,14 +168,41 @@ impl Stream for ListenerStream {
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     if let Some(id) = delivered {
-                        let (cluster, channel) = (self.cluster.clone(), self.channel.id());
-                        let queue = cluster.queue_key(channel, &self.listener_id);
-                        tokio::spawn(async move { cluster.ack(&queue, id).await });
+                        self.acknowledge(id);
                     }
                 }
             }
         }
         polled
+    }
+}
+
+impl ListenerStream {
+    fn acknowledge(&self, id: EntryId) {
+        let start = {
+            let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+            acks.newest = Some(id);
+            !std::mem::replace(&mut acks.sending, true)
+        };
+        if !start {
+            return; // the running sender takes it
+        }
+        let (cluster, acks) = (self.cluster.clone(), Arc::clone(&self.acks));
+        let queue = cluster.queue_key(self.channel.id(), &self.listener_id);
+        tokio::spawn(async move {
+            loop {
+                let newest = {
+                    let mut acks = acks.lock().unwrap_or_else(PoisonError::into_inner);
+                    let newest = acks.newest.take();
+                    acks.sending = newest.is_some();
+                    newest
+                };
+                let Some(id) = newest else {
+                    return;
+                };
+                cluster.ack(&queue, id).await;
+            }
+        });
     }
 }
 
@@ -336,6 +373,7 @@ impl RedisCluster {
             listener_id: listener_id.to_owned(),
             attach: attached.attach,
             pending: Arc::clone(&attached.pending),
+            acks: Arc::default(),
             position: channel.adapter().parse_event_id(&resume).map(|seq| seq + 1),
         };
         read.attached.insert(listener_id.to_owned(), attached);
