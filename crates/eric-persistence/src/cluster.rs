@@ -150,6 +150,11 @@ pub struct Published {
 /// let id = cluster.create(Some("news".into())).await?;
 /// let mut events = cluster.subscribe(&id, None).await?; // on any process
 /// cluster.publish(&id, Message::new("headline", "hello")).await?; // on any other
+///
+/// // A stored listener: made here, dispatched to and streamed from any process.
+/// let listener = cluster.add_listener(&id, None).await?;
+/// cluster.dispatch(&id, &listener, Message::new("task", 7)).await?;
+/// let mut tasks = cluster.message_stream(&id, &listener, None).await?;
 /// # Ok(())
 /// # }
 /// ```
