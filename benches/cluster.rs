@@ -41,6 +41,17 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
+/// Posts event `n` of type `n` (its number and send time) to `url`; must be 200.
+async fn post_numbered(http: &reqwest::Client, url: &str, n: u64) {
+    let response = http
+        .post(url)
+        .json(&json!({"type": "n", "payload": {"n": n, "t": now_us()}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 struct Outcome {
     deliveries_per_s: f64,
     lost: u64,
@@ -121,13 +132,7 @@ async fn run(
                     if let Some(tick) = &mut tick {
                         tick.tick().await;
                     }
-                    let response = http
-                        .post(&url)
-                        .json(&json!({"type": "n", "payload": {"n": n, "t": now_us()}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
+                    post_numbered(&http, &url, n).await;
                 }
             })
         })
@@ -237,13 +242,7 @@ async fn run_dispatch(servers: &[EricServe], listeners: usize, dispatches: u64) 
                 // of the publishers), so their order is the order of their numbers.
                 for n in (p..dispatches).step_by(PUBLISHERS as usize) {
                     let listener = &ids[n as usize % ids.len()];
-                    let response = http
-                        .post(format!("{url}&listener_id={listener}"))
-                        .json(&json!({"type": "n", "payload": {"n": n, "t": now_us()}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
+                    post_numbered(&http, &format!("{url}&listener_id={listener}"), n).await;
                 }
             })
         })
@@ -281,6 +280,21 @@ fn pct(sorted: &[u64], p: f64) -> String {
     }
     let at = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     format!("{:.1} ms", sorted[at] as f64 / 1000.0)
+}
+
+/// A row of the saturated tables.
+fn print_row(label: &str, o: &Outcome, reference: f64) {
+    println!(
+        "| {label} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
+        o.deliveries_per_s,
+        o.deliveries_per_s / reference,
+        o.lost,
+        o.out_of_order,
+        pct(&o.same, 0.5),
+        pct(&o.same, 0.99),
+        pct(&o.across, 0.5),
+        pct(&o.across, 0.99)
+    );
 }
 
 fn main() {
@@ -321,17 +335,7 @@ fn main() {
         } else {
             format!("{processes}, cluster mode")
         };
-        println!(
-            "| {label} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
-            o.deliveries_per_s,
-            o.deliveries_per_s / reference,
-            o.lost,
-            o.out_of_order,
-            pct(&o.same, 0.5),
-            pct(&o.same, 0.99),
-            pct(&o.across, 0.5),
-            pct(&o.across, 0.99)
-        );
+        print_row(&label, &o, reference);
         if processes == 3 {
             summary = format!(
                 "summary: | cluster: 3 processes on one Redis, {streams} streams | {:.0} deliveries/s, p99 across processes {} | one in-memory process {reference:.0}/s | {:.2}x |",
@@ -383,17 +387,7 @@ fn main() {
                     .map(|_| start_eric(Some(&nodes.urls())))
                     .collect();
                 let o = rt.block_on(run(&servers, streams, broadcasts, 1, None));
-                println!(
-                    "| {processes}, cluster mode | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
-                    o.deliveries_per_s,
-                    o.deliveries_per_s / reference,
-                    o.lost,
-                    o.out_of_order,
-                    pct(&o.same, 0.5),
-                    pct(&o.same, 0.99),
-                    pct(&o.across, 0.5),
-                    pct(&o.across, 0.99)
-                );
+                print_row(&format!("{processes}, cluster mode"), &o, reference);
                 if processes == 3 {
                     cluster_summary = Some(format!(
                         "summary: | cluster: 3 processes on a 3-master Redis Cluster, {streams} streams | {:.0} deliveries/s | one in-memory process {reference:.0}/s | {:.2}x |",

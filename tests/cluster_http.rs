@@ -121,15 +121,20 @@ async fn broadcasts_reach_both_processes_and_clients_of_a_killed_one_resume_on_t
     broadcasts_and_a_killed_process(&redis.url()).await;
 }
 
-async fn broadcasts_and_a_killed_process(redis_url: &str) {
-    let mut a = start_eric(redis_url);
-    let b = start_eric(redis_url);
+/// Two cluster-mode processes on `redis_url`, a client, and the channel `news` made
+/// on the first.
+async fn two_processes_with_news(redis_url: &str) -> (EricServe, EricServe, reqwest::Client) {
+    let (a, b) = (start_eric(redis_url), start_eric(redis_url));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-
     assert_eq!(create_news(&http, &a.base).await, 201);
+    (a, b, http)
+}
+
+async fn broadcasts_and_a_killed_process(redis_url: &str) {
+    let (mut a, b, http) = two_processes_with_news(redis_url).await;
     // The channel is the cluster's: B lists it, and refuses to create it again.
     assert_eq!(listed(&http, &b.base).await, ["news"]);
     assert_eq!(create_news(&http, &b.base).await, 409);
@@ -347,13 +352,7 @@ async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
 }
 
 async fn a_stored_listener_across_processes(redis_url: &str) {
-    let mut a = start_eric(redis_url);
-    let b = start_eric(redis_url);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    assert_eq!(create_news(&http, &a.base).await, 201);
+    let (mut a, b, http) = two_processes_with_news(redis_url).await;
     let subscribed: Value = http
         .post(format!("{}/subscribe?channel_id=news", a.base))
         .send()
