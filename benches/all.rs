@@ -47,7 +47,7 @@ const RUNS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     (
-        "eric serve --cluster: 1, 2 and 3 processes on one Redis",
+        "eric serve --cluster: 1-3 processes, one Redis and a Redis Cluster; dispatch",
         &["bench", "-p", "eric", "--bench", "cluster"],
         &[],
     ),

@@ -488,3 +488,30 @@ async fn on_a_redis_cluster_a_stored_listener_works_from_any_process() {
     };
     a_stored_listener_across_processes(&cluster.urls()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_point_the_stream_trimmed_away_gets_the_reset_event_on_another_process() {
+    let redis = redis_support::RedisServer::start();
+    // Replay 64: each process keeps 64 broadcasts, the Redis stream about 128 entries.
+    let args = ["--cluster", "--redis", &redis.url(), "--replay", "64"];
+    let (a, b) = (EricServe::start(&args), EricServe::start(&args));
+    let http = reqwest::Client::new();
+    assert_eq!(create_news(&http, &a.base).await, 201);
+    let first = publish(&http, &a.base, 0).await;
+    for n in 1..300 {
+        publish(&http, &a.base, n).await;
+    }
+    // A client last saw broadcast 0 on A and comes back on B, which never read it.
+    let mut resumed = subscribe(&b.base, Some(&first)).await;
+    let (_, event, data) = tokio::time::timeout(Duration::from_secs(10), resumed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, eric::prefabs::MESSAGE_TYPE_RESET);
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["reason"], "too_old", "{data}");
+    // Then live events, on either process's publishing.
+    let mut ids = vec![String::new(); 300];
+    ids.push(publish(&http, &a.base, 300).await);
+    expect_broadcasts(&mut resumed, 300, 1, &ids).await;
+}
