@@ -96,7 +96,7 @@ enum Command {
         /// Share channels with every `eric serve --cluster` on the same Redis (needs
         /// --redis): a broadcast on any of them reaches the streams of all, with the
         /// same event ids (docs/SCALING.md).
-        #[arg(long, requires = "redis", env = "ERIC_CLUSTER")]
+        #[arg(long, alias = "cluster-mode", requires = "redis", env = "ERIC_CLUSTER")]
         cluster: bool,
     },
     /// Creates an in-memory channel, adds listeners, broadcasts, and prints each
