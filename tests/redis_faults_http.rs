@@ -201,3 +201,43 @@ async fn broadcast_through_an_outage(
         first_ack_after.unwrap_or_default()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_mode_a_redis_back_without_its_data_ends_the_streams_of_its_channels() {
+    // No persistence: the restarted Redis has lost the channel.
+    let mut redis = RedisServer::start();
+    let args = ["--cluster", "--redis", &redis.url(), "--keep-alive", "1"];
+    let (a, b) = (EricServe::start(&args), EricServe::start(&args));
+    create_news(&a.base).await;
+    let readers = [
+        read_until_the_end(&a.base).await,
+        read_until_the_end(&b.base).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.restart();
+    for reader in readers {
+        let ended = tokio::time::timeout(Duration::from_secs(20), reader).await;
+        assert!(
+            ended.is_ok(),
+            "a stream of a channel Redis no longer has stayed open"
+        );
+    }
+    // Clients that reconnect learn it is gone (after 503s while eric's own connection
+    // to Redis comes back, which is what a client retries on).
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http
+            .get(format!("{}/channels/news/events", b.base))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            404 => break,
+            503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("reconnecting to a lost channel answered {other}"),
+        }
+    }
+}

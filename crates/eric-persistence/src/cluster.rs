@@ -468,7 +468,7 @@ impl RedisCluster {
             load,
             channel.clone(),
             Arc::clone(&read),
-            events,
+            [meta, events],
             progress,
         ));
         let entry = Served {
@@ -647,21 +647,22 @@ fn decode(message_type: String, payload: String) -> Message {
 
 /// One process's reader of one channel's stream: each new entry applied to the local
 /// channel, in order. Ends when the channel is removed, when it has had no local
-/// listener for a whole [`BLOCK`] twice, or when it missed entries (trimmed while it
-/// could not read; the next request reloads the channel).
+/// listener for a whole [`BLOCK`] twice, when it missed entries (trimmed while it
+/// could not read; the next request reloads the channel), or when Redis came back
+/// without the channel (restarted without its data).
 async fn read(
     cluster: Weak<Inner>,
     load: u64,
     channel: SseChannel,
     state: Arc<Mutex<ReadState>>,
-    events: String,
+    [meta, events]: [String; 2],
     progress: watch::Sender<u64>,
 ) {
     let Some(nodes) = cluster.upgrade().map(|c| c.nodes.clone()) else {
         return;
     };
     let mut connection = None;
-    let mut idle_rounds = 0;
+    let (mut idle_rounds, mut lost) = (0, false);
     'reading: loop {
         if channel.channel().is_closed() {
             break;
@@ -669,7 +670,18 @@ async fn read(
         let conn = match &mut connection {
             Some(conn) => conn,
             None => match nodes.blocking().await {
-                Ok(conn) => connection.insert(conn),
+                Ok(mut conn) => {
+                    if lost {
+                        let exists: redis::RedisResult<bool> =
+                            redis::cmd("EXISTS").arg(&meta).query_async(&mut conn).await;
+                        if matches!(exists, Ok(false)) {
+                            tracing::warn!(%meta, "Redis came back without this channel; closing it here");
+                            break 'reading;
+                        }
+                        lost = false;
+                    }
+                    connection.insert(conn)
+                }
                 Err(err) => {
                     tracing::warn!(%events, %err, "cluster reader cannot connect; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -694,7 +706,7 @@ async fn read(
                 .unwrap_or_default(),
             Err(err) => {
                 tracing::warn!(%events, %err, "cluster reader lost Redis; reconnecting");
-                connection = None;
+                (connection, lost) = (None, true);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
