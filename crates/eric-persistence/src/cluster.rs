@@ -389,7 +389,9 @@ impl RedisCluster {
     }
 
     async fn served(&self, id: &str) -> Result<Served> {
-        if let Some(served) = self.inner.get(id) {
+        if let Some(served) = self.inner.get(id)
+            && !served.channel.channel().is_closed()
+        {
             return Ok(served);
         }
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
@@ -455,9 +457,18 @@ impl RedisCluster {
             .served
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(other) = served.get(id) {
+        match served.remove(id) {
             // Another request loaded it meanwhile.
-            return Ok(other.clone());
+            Some(other) if !other.channel.channel().is_closed() => {
+                served.insert(id.to_owned(), other.clone());
+                return Ok(other);
+            }
+            // A copy closed a moment ago (its reader let go of it, or is about to).
+            Some(closed) => {
+                closed.reader.abort();
+                let _ = self.inner.container.rm(id);
+            }
+            None => {}
         }
         self.inner.container.register(channel.channel().clone())?;
         let (progress, next) = watch::channel(channel.channel().next_seq());
@@ -487,9 +498,16 @@ impl RedisCluster {
     /// read it first) is waited for a moment, so that a client moving between processes
     /// resumes instead of being reset.
     pub async fn subscribe(&self, id: &str, last_event_id: Option<&str>) -> Result<SseStream> {
-        let served = self.served(id).await?;
-        served.catch_up(last_event_id).await;
-        Ok(served.channel.subscribe(last_event_id)?)
+        let mut retried = false;
+        loop {
+            let served = self.served(id).await?;
+            served.catch_up(last_event_id).await;
+            match served.channel.subscribe(last_event_id).map_err(Error::from) {
+                // Let go of (idle) between the lookup and the subscribe: load it again.
+                Err(err) if !retried && closed_meanwhile(&err) => retried = true,
+                stream => return stream,
+            }
+        }
     }
 
     /// How many channels this process serves now.
@@ -524,18 +542,33 @@ impl Inner {
             .cloned()
     }
 
+    /// Stops serving `id` if copy `load` still has no local listener (checked under
+    /// the lock a loading request takes); whether it did.
+    /// A request that looked the copy up just before may still subscribe to it: it
+    /// finds it closed and loads it again (`closed_meanwhile`).
+    fn let_go_idle(&self, id: &str, load: u64) -> bool {
+        self.let_go_if(id, |s| {
+            s.load == load && s.channel.channel().listener_count() == 0
+        })
+    }
+
     /// Stops serving `id` (only the copy numbered `load`, when given): its local
     /// streams end.
     fn let_go(&self, id: &str, load: Option<u64>) {
+        self.let_go_if(id, |s| load.is_none_or(|load| load == s.load));
+    }
+
+    fn let_go_if(&self, id: &str, ours: impl FnOnce(&Served) -> bool) -> bool {
         let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
-        let ours = served
-            .get(id)
-            .is_some_and(|s| load.is_none_or(|load| load == s.load));
-        if ours && let Some(gone) = served.remove(id) {
+        if !served.get(id).is_some_and(ours) {
+            return false;
+        }
+        if let Some(gone) = served.remove(id) {
             gone.reader.abort();
             let _ = self.container.rm(id);
             gone.channel.close();
         }
+        true
     }
 }
 
@@ -563,6 +596,17 @@ fn check(message: &Message) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Whether `err` says the local copy was closed after it was looked up (let go of).
+fn closed_meanwhile(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Core(eric_core::Error::ChannelClosed { .. })
+            | Error::Prefab(eric_prefabs::Error::Core(
+                eric_core::Error::ChannelClosed { .. }
+            ))
+    )
 }
 
 /// The id of a stream entry, `<seq>-<n>`.
@@ -718,7 +762,11 @@ async fn read(
                 0
             };
             if idle_rounds >= 2 {
-                break 'reading;
+                match cluster.upgrade() {
+                    Some(cluster) if cluster.let_go_idle(channel.id(), load) => return,
+                    Some(_) => idle_rounds = 0, // a listener came meanwhile
+                    None => break 'reading,
+                }
             }
             continue;
         }

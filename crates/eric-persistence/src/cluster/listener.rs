@@ -19,7 +19,7 @@ use eric_core::{Message, MessageQueueListener};
 use eric_prefabs::{SseChannel, SseEvent, SseStream};
 use futures_core::Stream;
 
-use super::{EntryId, RedisCluster, decode, parse_entry_id, storage_error};
+use super::{EntryId, RedisCluster, Served, decode, parse_entry_id, storage_error};
 use crate::error::{Error, Result};
 
 /// The message type of the entry that removes a stored listener everywhere.
@@ -319,7 +319,24 @@ impl RedisCluster {
         listener_id: &str,
         last_event_id: Option<&str>,
     ) -> Result<ListenerStream> {
-        let served = self.served(id).await?;
+        let mut retried = false;
+        loop {
+            let served = self.served(id).await?;
+            match self.attach(&served, id, listener_id, last_event_id).await {
+                // Let go of (idle) between the lookup and the attach: load it again.
+                Err(err) if !retried && super::closed_meanwhile(&err) => retried = true,
+                stream => return stream,
+            }
+        }
+    }
+
+    async fn attach(
+        &self,
+        served: &Served,
+        id: &str,
+        listener_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<ListenerStream> {
         let listeners = self.key(id, "listeners");
         let next: Option<u64> = redis::cmd("HGET")
             .arg(&listeners)
