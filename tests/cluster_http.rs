@@ -515,3 +515,33 @@ async fn a_resume_point_the_stream_trimmed_away_gets_the_reset_event_on_another_
     ids.push(publish(&http, &a.base, 300).await);
     expect_broadcasts(&mut resumed, 300, 1, &ids).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stream_of_a_stored_listener_on_another_process_takes_it_over() {
+    let redis = redis_support::RedisServer::start();
+    let (a, b, http) = two_processes_with_news(&redis.url()).await;
+    let subscribed: Value = http
+        .post(format!("{}/subscribe?channel_id=news", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+    let (mut on_a, _first) = stream_listener(&a.base, &listener, None).await;
+    assert_eq!(dispatch(&http, &b.base, &listener, 0).await, 200);
+    expect_events(&mut on_a, &["d0"]).await;
+    queued_in_redis(&redis.url(), &listener, 0).await;
+
+    // The client comes back on B while A still holds its old connection open (a
+    // half-open connection, say): the stream on A ends, B's gets what follows.
+    let (mut on_b, _second) = stream_listener(&b.base, &listener, None).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), on_a.recv()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the older stream ends: {ended:?}"
+    );
+    assert_eq!(dispatch(&http, &a.base, &listener, 1).await, 200);
+    expect_events(&mut on_b, &["d1"]).await;
+}

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::redis_connection::{Nodes, RedisConnection};
 
 pub use listener::ListenerStream;
-use listener::{Attached, REMOVED};
+use listener::{Attached, MOVED, REMOVED};
 
 /// The message type of the entry that ends a channel everywhere.
 const CLOSED: &str = "\u{0}closed";
@@ -174,6 +174,8 @@ struct Inner {
     /// Numbers each loaded copy, so that a reader lets go of its own copy only; and
     /// each attached stored listener, so that a stream detaches its own only.
     loads: AtomicU64,
+    /// This process's name in the entries it writes about itself.
+    process: String,
 }
 
 #[derive(Clone)]
@@ -246,6 +248,7 @@ impl RedisCluster {
                 container,
                 served: RwLock::default(),
                 loads: AtomicU64::new(0),
+                process: uuid::Uuid::new_v4().simple().to_string(),
             }),
         })
     }
@@ -640,7 +643,7 @@ fn apply(
     let next = channel.channel().next_seq();
     let to: Option<String> = entry.get("to");
     if let Some(to) = to {
-        // A dispatch (or a listener's removal) after broadcast `seq`.
+        // A dispatch (or a stored listener's removal or move) after broadcast `seq`.
         if next <= seq {
             return Applied::Gap;
         }
@@ -648,10 +651,16 @@ fn apply(
             && (seq, n) > listener.upto
         {
             listener.upto = (seq, n);
-            if message_type == REMOVED {
+            let by: Option<String> = entry.get("by");
+            let ends = match message_type.as_str() {
+                REMOVED => true,
+                MOVED => listener.taken_over((seq, n), by.as_deref().unwrap_or_default()),
+                _ => false,
+            };
+            if ends {
                 attached.remove(&to);
                 let _ = channel.remove_listener(&to);
-            } else {
+            } else if message_type != MOVED {
                 listener.deliver(channel, &to, (seq, n), message(message_type, entry));
             }
         }

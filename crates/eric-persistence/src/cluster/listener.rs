@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 /// The message type of the entry that removes a stored listener everywhere.
 pub(super) const REMOVED: &str = "\u{0}removed";
 
+/// The message type of the entry that says a stored listener now streams elsewhere:
+/// streams of it attached before end.
+pub(super) const MOVED: &str = "\u{0}moved";
+
 /// Stores a listener reading from the next broadcast on: 1 added, 0 taken, -1 no
 /// channel.
 const ADD: &str = r"
@@ -61,6 +65,19 @@ end
 return 1
 ";
 
+/// A stream of a stored listener starts: the entry that ends its older streams
+/// (`by` the new one), and the listener's queue, read at that same moment. `{entry id,
+/// queued...}`, or -1 when the listener is gone.
+const ATTACH: &str = r"
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
+local seq = redis.call('HGET', KEYS[1], 'seq')
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], seq .. '-*',
+  'type', ARGV[2], 'payload', 'null', 'to', ARGV[1], 'by', ARGV[3])
+local reply = redis.call('LRANGE', KEYS[3], 0, -1)
+table.insert(reply, 1, id)
+return reply
+";
+
 /// Drops the queued dispatches up to entry `ARGV[1]-ARGV[2]` (delivered).
 const ACK: &str = r"
 local seq, n = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -91,6 +108,10 @@ pub(super) struct Attached {
     pub(super) upto: EntryId,
     /// Which stream attached it: an older stream detaches only itself.
     attach: u64,
+    /// This stream's name in its [`MOVED`] entry, and that entry's id: a later
+    /// [`MOVED`] entry by another stream ends this one.
+    token: String,
+    since: EntryId,
     /// The entries of the dispatches in its local queue, oldest first: the stream
     /// acknowledges each in Redis as it delivers it.
     pending: Pending,
@@ -99,6 +120,12 @@ pub(super) struct Attached {
 type Pending = Arc<std::sync::Mutex<VecDeque<EntryId>>>;
 
 impl Attached {
+    /// Whether [`MOVED`] entry `id`, written `by` a stream, ends this one: written
+    /// later, by another.
+    pub(super) fn taken_over(&self, id: EntryId, by: &str) -> bool {
+        by != self.token && id > self.since
+    }
+
     /// Queues dispatch `id` (made after broadcast `id.0`) for the local listener.
     pub(super) fn deliver(&self, channel: &SseChannel, listener: &str, id: EntryId, msg: Message) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -358,19 +385,38 @@ impl RedisCluster {
         // so every dispatch is queued here exactly once, from the list or by the reader.
         let mut read = served.read.lock().await;
         let queue = self.queue_key(id, listener_id);
-        let queued: Vec<String> = redis::cmd("LRANGE")
-            .arg(&queue)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.inner.connection.clone())
+        let attach = self.inner.loads.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{}:{attach}", self.inner.process);
+        let reply: redis::Value = redis::Script::new(ATTACH)
+            .key(self.key(id, "meta"))
+            .key(&listeners)
+            .key(&queue)
+            .key(self.key(id, "events"))
+            .arg(listener_id)
+            .arg(MOVED)
+            .arg(&token)
+            .arg(self.stream_length())
+            .invoke_async(&mut self.inner.connection.clone())
             .await
             .map_err(storage_error("load the queue of", &queue))?;
+        let Ok(mut queued) = redis::from_redis_value::<Vec<String>>(reply) else {
+            return Err(no_listener(listener_id));
+        };
+        let since = match queued.is_empty() {
+            false => parse_entry_id(&queued.remove(0)),
+            true => None,
+        };
+        let Some(since) = since else {
+            return Err(no_listener(listener_id));
+        };
         let _ = channel.remove_listener(listener_id);
         channel.register_listener(Arc::new(MessageQueueListener::with_id(listener_id)?))?;
         let inner = channel.message_stream_resuming(listener_id, Some(&resume))?;
         let attached = Attached {
             upto: read.last,
-            attach: self.inner.loads.fetch_add(1, Ordering::Relaxed),
+            attach,
+            token,
+            since,
             pending: Pending::default(),
         };
         for item in &queued {
