@@ -545,3 +545,41 @@ async fn a_second_stream_of_a_stored_listener_on_another_process_takes_it_over()
     assert_eq!(dispatch(&http, &a.base, &listener, 1).await, 200);
     expect_events(&mut on_b, &["d1"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_types_that_cannot_be_sse_events_are_refused_before_they_reach_redis() {
+    let redis = redis_support::RedisServer::start();
+    let (a, b, http) = two_processes_with_news(&redis.url()).await;
+    let mut on_b = subscribe(&b.base, None).await;
+    let subscribed: Value = http
+        .post(format!("{}/subscribe?channel_id=news", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+    for bad in ["two\nlines", "\u{0}closed", "\u{0}moved"] {
+        let broadcast = http
+            .post(format!("{}/broadcast?channel_id=news", a.base))
+            .json(&json!({"type": bad, "payload": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(broadcast.status(), 400, "broadcast of type {bad:?}");
+        let dispatched = http
+            .post(format!(
+                "{}/dispatch?channel_id=news&listener_id={listener}",
+                a.base
+            ))
+            .json(&json!({"type": bad, "payload": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(dispatched.status(), 400, "dispatch of type {bad:?}");
+    }
+    // Nothing reached the stream: B's reader goes on, and the next broadcast arrives.
+    let ids = [publish(&http, &a.base, 0).await];
+    expect_broadcasts(&mut on_b, 0, 1, &ids).await;
+}

@@ -214,9 +214,13 @@ impl ListenerStream {
         if !start {
             return; // the running sender takes it
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Polled outside tokio: it stays queued, and comes again (at least once).
+            return;
+        };
         let (cluster, acks) = (self.cluster.clone(), Arc::clone(&self.acks));
         let queue = cluster.queue_key(self.channel.id(), &self.listener_id);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             loop {
                 let newest = {
                     let mut acks = acks.lock().unwrap_or_else(PoisonError::into_inner);
