@@ -84,7 +84,9 @@ pub struct ClusterSettings {
     /// the most dispatches a stored listener's queue holds before dispatches to it are
     /// refused with [`eric_core::Error::QueueFull`].
     pub capacity: Option<usize>,
-    /// What happens to a listener over `capacity`.
+    /// What happens to a listener over `capacity`. [`OverflowPolicy::Reject`] acts as
+    /// [`OverflowPolicy::Disconnect`] here: a broadcast Redis has acknowledged cannot
+    /// be refused by one process (its local streams would miss it silently).
     pub overflow: OverflowPolicy,
 }
 
@@ -440,7 +442,11 @@ impl RedisCluster {
             .replay(settings.replay)
             .first_seq(first);
         if let Some(capacity) = settings.capacity {
-            builder = builder.capacity(capacity, settings.overflow);
+            let overflow = match settings.overflow {
+                OverflowPolicy::Reject => OverflowPolicy::Disconnect,
+                other => other,
+            };
+            builder = builder.capacity(capacity, overflow);
         }
         let channel = builder.build()?;
         let mut read = ReadState {
@@ -670,7 +676,8 @@ fn apply(
         return Applied::Closed;
     }
     match seq {
-        _ if n != 0 => Applied::Gap,
+        // Not an entry eric writes (a newer eric's?): nothing to apply here.
+        _ if n != 0 => Applied::Done,
         seq if seq < next => Applied::Done, // read already
         seq if seq == next => match channel.broadcast(message(message_type, entry)) {
             Ok(_) => Applied::Done,
