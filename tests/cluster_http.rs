@@ -583,3 +583,76 @@ async fn message_types_that_cannot_be_sse_events_are_refused_before_they_reach_r
     let ids = [publish(&http, &a.base, 0).await];
     expect_broadcasts(&mut on_b, 0, 1, &ids).await;
 }
+
+/// A counter of `/metrics` at `base`.
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_overflow_reject_a_stuck_client_is_dropped_and_the_others_miss_nothing() {
+    use tokio::io::AsyncWriteExt;
+
+    let redis = redis_support::RedisServer::start();
+    let args = [
+        "--cluster",
+        "--redis",
+        &redis.url(),
+        "--capacity",
+        "64",
+        "--overflow",
+        "reject",
+    ];
+    let (a, b) = (EricServe::start(&args), EricServe::start(&args));
+    let http = reqwest::Client::new();
+    assert_eq!(create_news(&http, &a.base).await, 201);
+    let mut reading = subscribe(&b.base, None).await;
+    // On B, a client with a small receive buffer that sends its request and never
+    // reads: once the kernel's and hyper's buffers are full it falls 64 behind.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = b.base.trim_start_matches("http://").parse().unwrap();
+    let mut stuck = socket.connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /channels/news/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // 8 KiB broadcasts on A until B drops the stuck client (Redis acknowledged each:
+    // B cannot refuse them).
+    let filler = "x".repeat(8 * 1024);
+    let mut sent = 0u64;
+    while metric(&http, &b.base, "eric_disconnected_total").await == 0 {
+        assert!(sent < 8192, "a client that never reads was never dropped");
+        for _ in 0..64 {
+            let response = http
+                .post(format!("{}/broadcast?channel_id=news", a.base))
+                .json(&json!({"type": "news", "payload": {"n": sent, "fill": filler}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            sent += 1;
+        }
+    }
+    // B's copy of the channel goes on: the reading client got every one, in order.
+    for n in 0..sent {
+        let (_, _, data) = tokio::time::timeout(Duration::from_secs(10), reading.recv())
+            .await
+            .unwrap_or_else(|_| panic!("broadcast {n} did not arrive"))
+            .unwrap_or_else(|| panic!("the reading client's stream ended before {n}"));
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["n"], n);
+    }
+    drop(stuck);
+}
