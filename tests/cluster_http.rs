@@ -226,6 +226,19 @@ async fn a_channel_removed_on_one_process_ends_the_streams_of_the_other() {
     assert!(listed(&http, &b.base).await.is_empty());
 }
 
+/// `POST /subscribe?channel_id=news` at `base`: a stored listener's id.
+async fn add_stored_listener(http: &reqwest::Client, base: &str) -> String {
+    let subscribed: Value = http
+        .post(format!("{base}/subscribe?channel_id=news"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    subscribed["listener_id"].as_str().unwrap().to_owned()
+}
+
 /// Streams stored listener `listener` of `news` at `base`; aborting the task closes
 /// the connection.
 async fn stream_listener(
@@ -353,15 +366,7 @@ async fn a_stored_listener_is_dispatched_to_and_streamed_from_any_process() {
 
 async fn a_stored_listener_across_processes(redis_url: &str) {
     let (mut a, b, http) = two_processes_with_news(redis_url).await;
-    let subscribed: Value = http
-        .post(format!("{}/subscribe?channel_id=news", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+    let listener = add_stored_listener(&http, &a.base).await;
 
     // Made on A and B before anyone streams it: queued in Redis, in this order.
     assert_eq!(dispatch(&http, &b.base, &listener, 0).await, 200);
@@ -520,15 +525,7 @@ async fn a_resume_point_the_stream_trimmed_away_gets_the_reset_event_on_another_
 async fn a_second_stream_of_a_stored_listener_on_another_process_takes_it_over() {
     let redis = redis_support::RedisServer::start();
     let (a, b, http) = two_processes_with_news(&redis.url()).await;
-    let subscribed: Value = http
-        .post(format!("{}/subscribe?channel_id=news", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+    let listener = add_stored_listener(&http, &a.base).await;
     let (mut on_a, _first) = stream_listener(&a.base, &listener, None).await;
     assert_eq!(dispatch(&http, &b.base, &listener, 0).await, 200);
     expect_events(&mut on_a, &["d0"]).await;
@@ -551,15 +548,7 @@ async fn message_types_that_cannot_be_sse_events_are_refused_before_they_reach_r
     let redis = redis_support::RedisServer::start();
     let (a, b, http) = two_processes_with_news(&redis.url()).await;
     let mut on_b = subscribe(&b.base, None).await;
-    let subscribed: Value = http
-        .post(format!("{}/subscribe?channel_id=news", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listener = subscribed["listener_id"].as_str().unwrap().to_owned();
+    let listener = add_stored_listener(&http, &a.base).await;
     for bad in ["two\nlines", "\u{0}closed", "\u{0}moved"] {
         let broadcast = http
             .post(format!("{}/broadcast?channel_id=news", a.base))
