@@ -91,8 +91,9 @@ impl HttpServer {
     /// Binds to `addr` and shares channels with every other eric process on the Redis
     /// at `redis_url` (cluster mode): a broadcast on any process reaches every
     /// process's streams, in one order, with the same event ids, so a client resumes
-    /// with `Last-Event-ID` on any of them. Listeners, their queues and dispatches stay
-    /// the process's own (docs/SCALING.md).
+    /// with `Last-Event-ID` on any of them. Listeners made with `/subscribe` are stored
+    /// in Redis too: any process dispatches to them and streams them
+    /// (docs/SCALING.md).
     ///
     /// Keys are under `prefix` (`eric:` by default in `eric serve`).
     pub async fn bind_cluster(

@@ -283,7 +283,12 @@ pub(crate) async fn remove_channel(
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
     // Removal closes the channel, so what it counted stops changing: keep it after.
-    let removed = channel(&state, Some(&channel_id)).await?;
+    // In cluster mode only this process's copy counted anything here, if it has one:
+    // there is no need to load the channel just to remove it.
+    let removed = match &state.cluster {
+        Some(_) => state.channels.get(&channel_id).ok(),
+        None => Some(state.channels.get(&channel_id)?),
+    };
     match (&state.stored, &state.cluster) {
         (Some(stored), _) => stored.remove(&channel_id, &state.channels).await?,
         (None, Some(cluster)) => cluster.remove(&channel_id).await?,
@@ -291,7 +296,9 @@ pub(crate) async fn remove_channel(
             state.channels.rm(&channel_id)?;
         }
     }
-    state.metrics.retire(&removed.channel().stats());
+    if let Some(removed) = removed {
+        state.metrics.retire(&removed.stats());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -265,11 +265,6 @@ impl RedisCluster {
         key
     }
 
-    /// Whether this talks to a Redis Cluster (rather than one Redis server).
-    pub fn is_redis_cluster(&self) -> bool {
-        self.inner.nodes.is_cluster()
-    }
-
     fn index(&self) -> String {
         format!("{}cluster-channels", self.inner.prefix)
     }
@@ -339,9 +334,7 @@ impl RedisCluster {
         let (seq, epoch): (u64, String) = match redis::from_redis_value(reply) {
             Ok(pair) => pair,
             Err(_) => {
-                return Err(Error::ChannelNotFound {
-                    channel_id: id.to_owned(),
-                });
+                return Err(not_found(id));
             }
         };
         Ok(Published {
@@ -379,9 +372,7 @@ impl RedisCluster {
             .map_err(storage_error("index", &index))?;
         self.inner.let_go(id, None);
         if removed == 0 {
-            return Err(Error::ChannelNotFound {
-                channel_id: id.to_owned(),
-            });
+            return Err(not_found(id));
         }
         Ok(())
     }
@@ -409,9 +400,7 @@ impl RedisCluster {
             .await
             .map_err(storage_error("load", &meta))?;
         let (Some(epoch), Some(seq)) = (epoch, seq) else {
-            return Err(Error::ChannelNotFound {
-                channel_id: id.to_owned(),
-            });
+            return Err(not_found(id));
         };
         // The replay window, from the newest entries the stream holds.
         let backlog: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -455,9 +444,7 @@ impl RedisCluster {
         };
         for entry in &backlog {
             if apply(&channel, &mut read.attached, entry) == Applied::Closed {
-                return Err(Error::ChannelNotFound {
-                    channel_id: id.to_owned(),
-                });
+                return Err(not_found(id));
             }
         }
 
@@ -605,6 +592,13 @@ fn check(message: &Message) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// [`Error::ChannelNotFound`] for channel `id`.
+fn not_found(id: &str) -> Error {
+    Error::ChannelNotFound {
+        channel_id: id.to_owned(),
+    }
 }
 
 /// Whether `err` says the local copy was closed after it was looked up (let go of).

@@ -89,11 +89,6 @@ impl Nodes {
             )),
         }
     }
-
-    /// Whether these are the nodes of a Redis Cluster.
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Nodes::Cluster(_))
-    }
 }
 
 impl ConnectionLike for RedisConnection {

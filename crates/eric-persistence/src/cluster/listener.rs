@@ -19,7 +19,7 @@ use eric_core::{Message, MessageQueueListener};
 use eric_prefabs::{SseChannel, SseEvent, SseStream};
 use futures_core::Stream;
 
-use super::{EntryId, RedisCluster, Served, decode, parse_entry_id, storage_error};
+use super::{EntryId, RedisCluster, Served, decode, not_found, parse_entry_id, storage_error};
 use crate::error::{Error, Result};
 
 /// The message type of the entry that removes a stored listener everywhere.
@@ -149,6 +149,8 @@ pub struct ListenerStream {
     cluster: RedisCluster,
     channel: SseChannel,
     listener_id: String,
+    /// The listener's queue in Redis, where deliveries are acknowledged.
+    queue: String,
     attach: u64,
     pending: Pending,
     acks: Arc<std::sync::Mutex<Acks>>,
@@ -206,6 +208,12 @@ impl Stream for ListenerStream {
 
 impl ListenerStream {
     fn acknowledge(&self, id: EntryId) {
+        // Checked first: marking a sender as running with none started would stop
+        // every later acknowledgement of this stream.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Polled outside tokio: it stays queued, and comes again (at least once).
+            return;
+        };
         let start = {
             let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
             acks.newest = Some(id);
@@ -214,12 +222,11 @@ impl ListenerStream {
         if !start {
             return; // the running sender takes it
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Polled outside tokio: it stays queued, and comes again (at least once).
-            return;
-        };
-        let (cluster, acks) = (self.cluster.clone(), Arc::clone(&self.acks));
-        let queue = cluster.queue_key(self.channel.id(), &self.listener_id);
+        let (cluster, acks, queue) = (
+            self.cluster.clone(),
+            Arc::clone(&self.acks),
+            self.queue.clone(),
+        );
         runtime.spawn(async move {
             loop {
                 let newest = {
@@ -438,6 +445,7 @@ impl RedisCluster {
             cluster: self.clone(),
             channel: channel.clone(),
             listener_id: listener_id.to_owned(),
+            queue,
             attach: attached.attach,
             pending: Arc::clone(&attached.pending),
             acks: Arc::default(),
@@ -499,12 +507,6 @@ fn parse_queued(item: &str) -> Option<(EntryId, Message)> {
     let message_type = parts.next()?.to_owned();
     let payload = parts.next()?.to_owned();
     Some((entry, decode(message_type, payload)))
-}
-
-fn not_found(id: &str) -> Error {
-    Error::ChannelNotFound {
-        channel_id: id.to_owned(),
-    }
 }
 
 fn no_listener(listener_id: &str) -> Error {
