@@ -52,6 +52,36 @@ async fn post_numbered(http: &reqwest::Client, url: &str, n: u64) {
     assert_eq!(response.status(), 200);
 }
 
+/// Reads the events of type `n` (payload `{n, t}`) of `response`, counting each in
+/// `received`, until `done(n, events read)` or the stream ends: how many `in_order`
+/// refused, and each event's latency in µs.
+async fn read_numbered(
+    response: reqwest::Response,
+    received: &AtomicU64,
+    mut in_order: impl FnMut(u64) -> bool,
+    done: impl Fn(u64, u64) -> bool,
+) -> (u64, Vec<u64>) {
+    let mut events = response.bytes_stream().eventsource();
+    let (mut got, mut out_of_order, mut latencies) = (0u64, 0u64, Vec::new());
+    while let Some(Ok(event)) = events.next().await {
+        if event.event != "n" {
+            continue;
+        }
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        let n = data["n"].as_u64().unwrap();
+        if !in_order(n) {
+            out_of_order += 1;
+        }
+        got += 1;
+        latencies.push(now_us().saturating_sub(data["t"].as_u64().unwrap()));
+        received.fetch_add(1, Ordering::Relaxed);
+        if done(n, got) {
+            break;
+        }
+    }
+    (out_of_order, latencies)
+}
+
 struct Outcome {
     deliveries_per_s: f64,
     lost: u64,
@@ -93,24 +123,15 @@ async fn run(
         assert_eq!(response.status(), 200);
         let received = Arc::clone(&received);
         readers.push(tokio::spawn(async move {
-            let mut events = response.bytes_stream().eventsource();
-            let (mut next, mut out_of_order, mut latencies) = (0u64, 0u64, Vec::new());
-            while next < broadcasts {
-                let Some(Ok(event)) = events.next().await else {
-                    break;
-                };
-                if event.event != "n" {
-                    continue;
-                }
-                let data: Value = serde_json::from_str(&event.data).unwrap();
-                let n = data["n"].as_u64().unwrap();
-                if n != next {
-                    out_of_order += 1;
-                }
+            let mut next = 0;
+            let in_order = move |n| {
+                let expected = n == next;
                 next = n + 1;
-                latencies.push(now_us().saturating_sub(data["t"].as_u64().unwrap()));
-                received.fetch_add(1, Ordering::Relaxed);
-            }
+                expected
+            };
+            let done = |n, _| n + 1 >= broadcasts;
+            let (out_of_order, latencies) =
+                read_numbered(response, &received, in_order, done).await;
             (server, out_of_order, latencies)
         }));
     }
@@ -208,27 +229,14 @@ async fn run_dispatch(
         let expected = (l as u64..dispatches).step_by(listeners).count() as u64;
         let received = Arc::clone(&received);
         readers.push(tokio::spawn(async move {
-            let mut events = response.bytes_stream().eventsource();
-            let (mut got, mut previous, mut out_of_order, mut latencies) =
-                (0u64, None, 0u64, Vec::new());
-            while got < expected {
-                let Some(Ok(event)) = events.next().await else {
-                    break;
-                };
-                if event.event != "n" {
-                    continue;
-                }
-                let data: Value = serde_json::from_str(&event.data).unwrap();
-                let n = data["n"].as_u64().unwrap();
-                if previous.is_some_and(|p| n <= p) {
-                    out_of_order += 1;
-                }
+            let mut previous: Option<u64> = None;
+            let in_order = move |n| {
+                let increasing = previous.is_none_or(|p| n > p);
                 previous = Some(n);
-                got += 1;
-                latencies.push(now_us().saturating_sub(data["t"].as_u64().unwrap()));
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-            (out_of_order, latencies)
+                increasing
+            };
+            let done = |_, got| got >= expected;
+            read_numbered(response, &received, in_order, done).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -299,15 +299,7 @@ async fn expect_events(rx: &mut mpsc::UnboundedReceiver<Seen>, expected: &[&str]
 /// Waits until `base` has no open stream (its server noticed the client left).
 async fn no_open_stream(http: &reqwest::Client, base: &str) {
     for _ in 0..100 {
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.lines().any(|l| l == "eric_open_streams 0") {
+        if metric(http, base, "eric_open_streams").await == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -584,7 +576,7 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name} in {text}"))
 }
 

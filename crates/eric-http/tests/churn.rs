@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 use eric_http::HttpConfig;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::start;
+use support::{Running, start};
 
 const CHANNELS: usize = 4;
+
+/// What a request on a channel may get when the channel can be gone for a moment.
+const OK_OR_GONE: &[StatusCode] = &[StatusCode::OK, StatusCode::NOT_FOUND];
 
 fn stress_duration() -> Duration {
     let seconds = std::env::var("ERIC_STRESS_SECS")
@@ -40,6 +43,24 @@ fn expect(status: StatusCode, allowed: &[StatusCode], what: &str) {
         allowed.contains(&status),
         "{what}: {status} (allowed: {allowed:?})"
     );
+}
+
+/// `method path` on `server`; fails the test on anything but `allowed`.
+async fn call(
+    server: &Running,
+    method: Method,
+    path: &str,
+    allowed: &[StatusCode],
+    what: &str,
+) -> reqwest::Response {
+    let response = server
+        .http
+        .request(method, server.url(path))
+        .send()
+        .await
+        .unwrap();
+    expect(response.status(), allowed, what);
+    response
 }
 
 /// Reads up to `events` events, each within `wait`; the stream may end (its channel
@@ -63,13 +84,15 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
     let config = HttpConfig::default().keep_alive(Some(Duration::from_millis(50)));
     let server = Arc::new(start(config).await);
     for n in 0..CHANNELS {
-        let r = server
-            .http
-            .put(server.url(&format!("/create?channel_id={}", channel_id(n))))
-            .send()
-            .await
-            .unwrap();
-        expect(r.status(), &[StatusCode::CREATED], "create");
+        let path = format!("/create?channel_id={}", channel_id(n));
+        call(
+            &server,
+            Method::PUT,
+            &path,
+            &[StatusCode::CREATED],
+            "create",
+        )
+        .await;
     }
     let deadline = Instant::now() + duration;
     let events_read = Arc::new(AtomicU64::new(0));
@@ -81,18 +104,8 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
         tasks.push(tokio::spawn(async move {
             let mut n = b;
             while Instant::now() < deadline {
-                let r = server
-                    .http
-                    .post(server.url(&format!("/broadcast?channel_id={}", channel_id(n))))
-                    .json(&json!({"type": "tick", "payload": n}))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(
-                    r.status(),
-                    &[StatusCode::OK, StatusCode::NOT_FOUND],
-                    "broadcast",
-                );
+                let r = server.broadcast(&channel_id(n), "tick", json!(n)).await;
+                expect(r.status(), OK_OR_GONE, "broadcast");
                 n += 1;
             }
         }));
@@ -104,17 +117,8 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
         tasks.push(tokio::spawn(async move {
             let mut n = s;
             while Instant::now() < deadline {
-                let r = server
-                    .http
-                    .get(server.url(&format!("/channels/{}/events", channel_id(n))))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(
-                    r.status(),
-                    &[StatusCode::OK, StatusCode::NOT_FOUND],
-                    "events",
-                );
+                let path = format!("/channels/{}/events", channel_id(n));
+                let r = call(&server, Method::GET, &path, OK_OR_GONE, "events").await;
                 if r.status() == StatusCode::OK {
                     let read = read_some(r, 3, Duration::from_millis(200)).await;
                     events_read.fetch_add(read as u64, Ordering::Relaxed);
@@ -131,17 +135,8 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
             while Instant::now() < deadline {
                 let channel = channel_id(n);
                 n += 1;
-                let r = server
-                    .http
-                    .post(server.url(&format!("/subscribe?channel_id={channel}")))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(
-                    r.status(),
-                    &[StatusCode::OK, StatusCode::NOT_FOUND],
-                    "subscribe",
-                );
+                let path = format!("/subscribe?channel_id={channel}");
+                let r = call(&server, Method::POST, &path, OK_OR_GONE, "subscribe").await;
                 if r.status() != StatusCode::OK {
                     continue;
                 }
@@ -149,31 +144,14 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
                     .as_str()
                     .unwrap()
                     .to_owned();
-                let r = server
-                    .http
-                    .get(server.url(&format!("/stream/{channel}/{listener}")))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(
-                    r.status(),
-                    &[StatusCode::OK, StatusCode::NOT_FOUND],
-                    "stream",
-                );
+                let path = format!("/stream/{channel}/{listener}");
+                let r = call(&server, Method::GET, &path, OK_OR_GONE, "stream").await;
                 if r.status() == StatusCode::OK {
                     read_some(r, 1, Duration::from_millis(100)).await;
                 }
-                let r = server
-                    .http
-                    .delete(server.url(&format!("/listener/{channel}/{listener}")))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(
-                    r.status(),
-                    &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
-                    "remove listener",
-                );
+                let path = format!("/listener/{channel}/{listener}");
+                let allowed = &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];
+                call(&server, Method::DELETE, &path, allowed, "remove listener").await;
             }
         }));
     }
@@ -185,21 +163,13 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
             while Instant::now() < deadline {
                 let channel = channel_id(n);
                 n += 1;
-                let r = server
-                    .http
-                    .delete(server.url(&format!("/channel/{channel}")))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(r.status(), &[StatusCode::NO_CONTENT], "remove channel");
+                let path = format!("/channel/{channel}");
+                let removed = &[StatusCode::NO_CONTENT];
+                call(&server, Method::DELETE, &path, removed, "remove channel").await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                let r = server
-                    .http
-                    .put(server.url(&format!("/create?channel_id={channel}")))
-                    .send()
-                    .await
-                    .unwrap();
-                expect(r.status(), &[StatusCode::CREATED], "create again");
+                let path = format!("/create?channel_id={channel}");
+                let created = &[StatusCode::CREATED];
+                call(&server, Method::PUT, &path, created, "create again").await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }));
@@ -220,13 +190,15 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
 
     // Everyone has gone: nothing is left behind.
     for n in 0..CHANNELS {
-        let r = server
-            .http
-            .delete(server.url(&format!("/channel/{}", channel_id(n))))
-            .send()
-            .await
-            .unwrap();
-        expect(r.status(), &[StatusCode::NO_CONTENT], "final remove");
+        let path = format!("/channel/{}", channel_id(n));
+        call(
+            &server,
+            Method::DELETE,
+            &path,
+            &[StatusCode::NO_CONTENT],
+            "final remove",
+        )
+        .await;
     }
     server.eventually("eric_open_streams", 0).await;
     server.eventually("eric_listeners", 0).await;
