@@ -203,11 +203,12 @@ async fn churn_while_broadcasting_leaks_nothing_and_never_hangs() {
     server.eventually("eric_open_streams", 0).await;
     server.eventually("eric_listeners", 0).await;
     server.eventually("eric_channels", 0).await;
-    let health = server
-        .http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    call(
+        &server,
+        Method::GET,
+        "/healthz",
+        &[StatusCode::OK],
+        "healthz",
+    )
+    .await;
 }
