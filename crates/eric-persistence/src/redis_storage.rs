@@ -71,10 +71,6 @@ impl RedisStorage {
         Ok(RedisStorage { keys, connection })
     }
 
-    fn error(operation: &'static str, key: &str, source: redis::RedisError) -> Error {
-        storage_error(operation, key, source)
-    }
-
     /// SETs every `(key, value)` in one pipelined round trip.
     async fn set_all<'a, V: redis::ToSingleRedisArg>(
         &self,
@@ -92,7 +88,7 @@ impl RedisStorage {
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection)
             .await
-            .map_err(|e| Self::error("upsert_many", first, e))
+            .map_err(|e| storage_error("upsert_many", first, e))
     }
 
     fn parse(key: &str, text: &str) -> Result<Value> {
@@ -131,7 +127,7 @@ impl KvStorage for RedisStorage {
                 .arg(BATCH)
                 .query_async(&mut connection)
                 .await
-                .map_err(|e| Self::error("fetch_by_prefix (SCAN)", prefix, e))?;
+                .map_err(|e| storage_error("fetch_by_prefix (SCAN)", prefix, e))?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -146,7 +142,7 @@ impl KvStorage for RedisStorage {
                 .arg(chunk)
                 .query_async(&mut connection)
                 .await
-                .map_err(|e| Self::error("fetch_by_prefix (MGET)", prefix, e))?;
+                .map_err(|e| storage_error("fetch_by_prefix (MGET)", prefix, e))?;
             for (key, text) in chunk.iter().zip(values) {
                 // Deleted between SCAN and MGET: gone, not an error.
                 if let Some(text) = text {
@@ -162,7 +158,7 @@ impl KvStorage for RedisStorage {
         let text: Option<String> = connection
             .get(key)
             .await
-            .map_err(|e| Self::error("fetch_one", key, e))?;
+            .map_err(|e| storage_error("fetch_one", key, e))?;
         text.map(|text| Self::parse(key, &text)).transpose()
     }
 
@@ -171,7 +167,7 @@ impl KvStorage for RedisStorage {
         connection
             .set::<_, _, ()>(key, value.to_string())
             .await
-            .map_err(|e| Self::error("upsert", key, e))
+            .map_err(|e| storage_error("upsert", key, e))
     }
 
     async fn upsert_many(&self, entries: &[(String, Value)]) -> Result<()> {
@@ -197,7 +193,7 @@ impl KvStorage for RedisStorage {
         connection
             .del::<_, ()>(key)
             .await
-            .map_err(|e| Self::error("delete", key, e))
+            .map_err(|e| storage_error("delete", key, e))
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<()> {
@@ -206,7 +202,7 @@ impl KvStorage for RedisStorage {
             connection
                 .del::<_, ()>(chunk)
                 .await
-                .map_err(|e| Self::error("delete_many", &chunk[0], e))?;
+                .map_err(|e| storage_error("delete_many", &chunk[0], e))?;
         }
         Ok(())
     }
