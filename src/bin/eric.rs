@@ -8,6 +8,13 @@ use eric::{Channel, Message};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+// A server's memory is mostly its idle connections, and most of each one's buffers is
+// never written: jemalloc leaves those pages out of memory where the system allocator's
+// block headers and reuse touch them (8.x vs 11.x KiB per idle stream, docs/BENCHMARKS.md).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eric",

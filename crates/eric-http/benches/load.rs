@@ -24,6 +24,8 @@ use tokio::sync::Mutex;
 
 const ROLE: &str = "ERIC_LOAD_ROLE";
 
+#[path = "load/allocator.rs"]
+mod allocator;
 #[path = "load/latency.rs"]
 mod latency;
 #[path = "load/soak.rs"]
@@ -46,6 +48,9 @@ async fn never_reading_client(base: &str, path: &str) -> std::io::Result<tokio::
         .await?;
     Ok(client)
 }
+
+#[global_allocator]
+static ALLOCATOR: allocator::Switch = allocator::Switch;
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -156,6 +161,8 @@ struct Server {
     child: Child,
     base: String,
     kind: &'static str,
+    /// What its memory is allocated by.
+    allocator: &'static str,
 }
 
 /// The Python interpreter of the throwaway virtualenv the eric-socket `python_client`
@@ -208,6 +215,7 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             kind: "eric-api",
+            allocator: "CPython",
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -219,21 +227,41 @@ impl Server {
         Some(server)
     }
 
+    /// A server as it ships: eric on jemalloc, as the `eric` binary; the references on
+    /// the system allocator, as a plain axum program.
     fn start(kind: &'static str) -> Self {
+        let allocator = if kind.starts_with("eric") {
+            "jemalloc"
+        } else {
+            "system"
+        };
+        Self::start_on(kind, allocator)
+    }
+
+    /// `allocator`: `system` or `jemalloc`.
+    fn start_on(kind: &'static str, allocator: &'static str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(ROLE, kind)
+            .env(allocator::VAR, allocator)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            allocator,
+            "the server runs on another allocator"
+        );
+        line.clear();
+        out.read_line(&mut line).unwrap();
         Server {
             child,
             base: format!("http://{}", line.trim()),
             kind,
+            allocator,
         }
     }
 
@@ -433,7 +461,56 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     }
 }
 
+fn label(kind: &str) -> &'static str {
+    match kind {
+        "eric" => "eric",
+        "reference" => "axum + broadcast",
+        _ => "same, hyper http1",
+    }
+}
+
+/// Each server on each allocator, 1,000 idle streams: what the allocator does to the
+/// never-written parts of hyper's two 8 KiB buffers per connection.
+fn memory_by_allocator(rt: &tokio::runtime::Runtime, summary: &mut Vec<String>) {
+    const STREAMS: usize = 1_000;
+    println!("\n# Memory per idle stream by allocator ({STREAMS} streams)\n");
+    println!("| server | system allocator | jemalloc |");
+    println!("|---|---:|---:|");
+    let mut reference = [0.0; 2];
+    for kind in ["reference", "reference-hyper", "eric"] {
+        let kib = ["system", "jemalloc"].map(|allocator| {
+            let server = Server::start_on(kind, allocator);
+            rt.block_on(run(&server, STREAMS, 50, 1, false))
+                .bytes_per_idle_stream
+                / 1024.0
+        });
+        println!(
+            "| {} | {:.1} KiB | {:.1} KiB |",
+            label(kind),
+            kib[0],
+            kib[1]
+        );
+        if kind == "reference" {
+            reference = kib;
+        }
+        if kind == "eric" {
+            for (at, allocator) in ["system allocator", "jemalloc"].iter().enumerate() {
+                summary.push(format!(
+                    "summary: | HTTP: memory per idle stream, {allocator} ({STREAMS} streams) | {:.1} KiB | axum + broadcast {:.1} KiB | {:.2}x less (aim <= 10 KiB) |",
+                    kib[at],
+                    reference[at],
+                    reference[at] / kib[at]
+                ));
+            }
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os(ROLE).is_some() {
+        // First line to the parent: the allocator this server really runs on.
+        println!("{}", allocator::name());
+    }
     match std::env::var(ROLE).as_deref() {
         Ok("eric") => return serve_eric(false),
         Ok("eric-soak") => return serve_eric(true),
@@ -576,12 +653,8 @@ fn main() {
                 reference_rate = o.deliveries_per_s;
                 reference_memory = o.bytes_per_idle_stream;
             }
-            let label = match kind {
-                "eric" => "eric",
-                "reference" => "axum + broadcast",
-                _ => "same, hyper http1",
-            };
-            panel.lines.push((label.to_owned(), o.percentiles.clone()));
+            let label = format!("{} ({})", label(kind), server.allocator);
+            panel.lines.push((label.clone(), o.percentiles.clone()));
             if let (Some(theirs), "eric", (100, 2_000)) = (eric_api_rate, kind, (streams, rate)) {
                 summary.push(format!(
                     "summary: | HTTP: saturated, 100 streams | {:.0} deliveries/s ({rate} broadcasts/s offered) | eric-api {theirs:.0}/s (saturated at 150) | **{:.1}x** |",
@@ -596,6 +669,9 @@ fn main() {
                     o.lost,
                     o.deliveries_per_s / reference_rate
                 ));
+            }
+            // 1,000 streams: `memory_by_allocator`.
+            if kind == "eric" && streams == 10_000 {
                 summary.push(format!(
                     "summary: | HTTP: memory per idle stream ({streams} streams) | {:.1} KiB | axum + broadcast {:.1} KiB | {:.2}x less (aim <= 10 KiB) |",
                     o.bytes_per_idle_stream / 1024.0,
@@ -620,6 +696,7 @@ fn main() {
         }
     }
     if !special {
+        memory_by_allocator(&rt, &mut summary);
         let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/latency.svg");
         latency::plot(&panels, &svg);
         println!("\nlatency percentiles: {}", svg.display());
