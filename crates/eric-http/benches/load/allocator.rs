@@ -45,50 +45,30 @@ pub(crate) fn name() -> &'static str {
     if system() { "system" } else { "jemalloc" }
 }
 
+fn chosen() -> &'static dyn GlobalAlloc {
+    if system() { &System } else { &Jemalloc }
+}
+
 // SAFETY: every call goes to one allocator for the life of the process (see `system`),
 // which upholds GlobalAlloc's contract itself.
 unsafe impl GlobalAlloc for Switch {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as received.
-        unsafe {
-            if system() {
-                System.alloc(layout)
-            } else {
-                Jemalloc.alloc(layout)
-            }
-        }
+        unsafe { chosen().alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as received.
-        unsafe {
-            if system() {
-                System.alloc_zeroed(layout)
-            } else {
-                Jemalloc.alloc_zeroed(layout)
-            }
-        }
+        unsafe { chosen().alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from the same allocator.
-        unsafe {
-            if system() {
-                System.dealloc(ptr, layout)
-            } else {
-                Jemalloc.dealloc(ptr, layout)
-            }
-        }
+        unsafe { chosen().dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from the same allocator.
-        unsafe {
-            if system() {
-                System.realloc(ptr, layout, new_size)
-            } else {
-                Jemalloc.realloc(ptr, layout, new_size)
-            }
-        }
+        unsafe { chosen().realloc(ptr, layout, new_size) }
     }
 }
