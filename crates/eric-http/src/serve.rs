@@ -34,6 +34,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        // No `poll_ready` first: a router's returns `Ready` without looking (axum 0.8,
+        // routing/mod.rs). A clone is a reference count.
         let mut router = self.0.clone();
         Box::pin(tower_service::Service::call(
             &mut router,
