@@ -294,12 +294,32 @@ fn pct(sorted: &[u64], p: f64) -> String {
     format!("{:.1} ms", sorted[at] as f64 / 1000.0)
 }
 
-/// A row of the saturated tables.
-fn print_row(label: &str, o: &Outcome, reference: f64) {
+/// The head of a broadcast table; `ratio`: with the column [`print_row`] fills when
+/// given a reference.
+fn print_head(ratio: bool) {
+    let ratio_head = if ratio {
+        " ratio to one in-memory process |"
+    } else {
+        ""
+    };
     println!(
-        "| {label} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} |",
+        "| processes | deliveries/s |{ratio_head} lost | out of order | p50 same process | p99 same | p50 across processes | p99 across |"
+    );
+    println!(
+        "|---|---:|{}---:|---:|---:|---:|---:|---:|",
+        if ratio { "---:|" } else { "" }
+    );
+}
+
+/// A row of the broadcast tables; the ratio column where a reference was measured (the
+/// saturated ones, not the paced one).
+fn print_row(label: &str, o: &Outcome, reference: Option<f64>) {
+    let ratio = reference
+        .map(|r| format!(" {:.2} |", o.deliveries_per_s / r))
+        .unwrap_or_default();
+    println!(
+        "| {label} | {:.0} |{ratio} {} | {} | {} | {} | {} | {} |",
         o.deliveries_per_s,
-        o.deliveries_per_s / reference,
         o.lost,
         o.out_of_order,
         pct(&o.same, 0.5),
@@ -326,10 +346,7 @@ fn main() {
     println!(
         "## saturated: {broadcasts} broadcasts published on process 1 by one publisher awaiting each, as fast as acknowledged\n"
     );
-    println!(
-        "| processes | deliveries/s | ratio to one in-memory process | lost | out of order | p50 same process | p99 same | p50 across processes | p99 across |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    print_head(true);
     let mut reference = 0.0;
     let mut summary = String::new();
     for processes in [0usize, 1, 2, 3] {
@@ -347,7 +364,7 @@ fn main() {
         } else {
             format!("{processes}, cluster mode")
         };
-        print_row(&label, &o, reference);
+        print_row(&label, &o, Some(reference));
         if processes == 3 {
             summary = format!(
                 "summary: | cluster: 3 processes on one Redis, {streams} streams | {:.0} deliveries/s, p99 across processes {} | one in-memory process {reference:.0}/s | {:.2}x |",
@@ -358,10 +375,7 @@ fn main() {
         }
     }
     println!("\n## paced: 100 broadcasts/s (latency without queueing)\n");
-    println!(
-        "| processes | deliveries/s | lost | out of order | p50 same process | p99 same | p50 across processes | p99 across |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    print_head(false);
     for processes in [1usize, 3] {
         let servers: Vec<EricServe> = (0..processes).map(|_| start_eric(Some(&url))).collect();
         let o = rt.block_on(run(
@@ -371,16 +385,7 @@ fn main() {
             1,
             Some(Duration::from_millis(10)),
         ));
-        println!(
-            "| {processes} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            o.deliveries_per_s,
-            o.lost,
-            o.out_of_order,
-            pct(&o.same, 0.5),
-            pct(&o.same, 0.99),
-            pct(&o.across, 0.5),
-            pct(&o.across, 0.99)
-        );
+        print_row(&processes.to_string(), &o, None);
     }
 
     println!(
@@ -390,16 +395,13 @@ fn main() {
     match redis_support::RedisClusterNodes::start() {
         Err(reason) => println!("not measured: the Redis Cluster did not start: {reason}"),
         Ok(nodes) => {
-            println!(
-                "| processes | deliveries/s | ratio to one in-memory process | lost | out of order | p50 same process | p99 same | p50 across processes | p99 across |"
-            );
-            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            print_head(true);
             for processes in [1usize, 2, 3] {
                 let servers: Vec<EricServe> = (0..processes)
                     .map(|_| start_eric(Some(&nodes.urls())))
                     .collect();
                 let o = rt.block_on(run(&servers, streams, broadcasts, 1, None));
-                print_row(&format!("{processes}, cluster mode"), &o, reference);
+                print_row(&format!("{processes}, cluster mode"), &o, Some(reference));
                 if processes == 3 {
                     cluster_summary = Some(format!(
                         "summary: | cluster: 3 processes on a 3-master Redis Cluster, {streams} streams | {:.0} deliveries/s | one in-memory process {reference:.0}/s | {:.2}x |",

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 // A server's memory is mostly its idle connections, and most of each one's buffers is
 // never written: jemalloc leaves those pages out of memory where the system allocator's
-// block headers and reuse touch them (8.x vs 11.x KiB per idle stream, docs/BENCHMARKS.md).
+// block headers and reuse touch them (7.1-7.7 vs 11.9 KiB per idle stream,
+// docs/BENCHMARKS.md).
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

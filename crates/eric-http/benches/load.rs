@@ -313,6 +313,11 @@ struct Outcome {
     bytes_per_idle_stream: f64,
 }
 
+/// Sends `request` and reads its answer's JSON.
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bool) -> Outcome {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -323,14 +328,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         String,
         Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
     ) = if server.kind == "eric" || server.kind == "eric-api" {
-        let created: Value = http
-            .put(format!("{}/create", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = json(http.put(format!("{}/create", server.base))).await;
         let channel = created["channel_id"].as_str().unwrap().to_owned();
         let url = format!("{}/broadcast?channel_id={channel}", server.base);
         let http = http.clone();
@@ -373,14 +371,8 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     let mut readers = Vec::with_capacity(streams);
     for _ in 0..streams {
         let url = if server.kind == "eric-api" {
-            let subscribed: Value = http
-                .post(format!("{}/subscribe?channel_id={channel}", server.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let subscribed =
+                json(http.post(format!("{}/subscribe?channel_id={channel}", server.base))).await;
             let listener = subscribed["listener_id"]
                 .as_str()
                 .unwrap_or_default()

@@ -25,7 +25,6 @@ use tokio::net::TcpListener;
 /// The router as hyper's service, its future boxed per request: hyper keeps a slot the
 /// size of the service's future for the whole connection, and axum's is 320 bytes
 /// where a box is 16, on every idle stream.
-#[derive(Clone)]
 struct App(Router);
 
 impl hyper::service::Service<hyper::Request<Incoming>> for App {
