@@ -11,6 +11,8 @@
 mod eric_serve;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
+#[path = "support/sse_client.rs"]
+mod sse_client;
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use eric_serve::EricServe;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sse_client::{Seen, create, publish_to, subscribe_to};
 use tokio::sync::mpsc;
 
 /// An `eric serve --cluster` process on the Redis at `redis_url`.
@@ -25,50 +28,14 @@ fn start_eric(redis_url: &str) -> EricServe {
     EricServe::start(&["--cluster", "--redis", redis_url, "--keep-alive", "1"])
 }
 
-/// An event as a subscriber saw it: (id, event type, data).
-type Seen = (String, String, String);
-
-/// Subscribes to `news` at `base` (resuming after `last_event_id`) and forwards every
-/// event, keep-alive comments aside; the receiver ends when the stream does.
+/// Subscribes to `news` at `base` (resuming after `last_event_id`).
 async fn subscribe(base: &str, last_event_id: Option<&str>) -> mpsc::UnboundedReceiver<Seen> {
     subscribe_to(base, "news", last_event_id).await
-}
-
-async fn subscribe_to(
-    base: &str,
-    channel: &str,
-    last_event_id: Option<&str>,
-) -> mpsc::UnboundedReceiver<Seen> {
-    let mut request = reqwest::Client::new().get(format!("{base}/channels/{channel}/events"));
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200, "subscribe at {base}");
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            if tx.send((event.id, event.event, event.data)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// `PUT /create?channel_id=news` at `base`: the status.
 async fn create_news(http: &reqwest::Client, base: &str) -> u16 {
     create(http, base, "news").await
-}
-
-async fn create(http: &reqwest::Client, base: &str, channel: &str) -> u16 {
-    let response = http
-        .put(format!("{base}/create?channel_id={channel}"))
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
 }
 
 /// `GET /channels` at `base`.
@@ -79,18 +46,6 @@ async fn listed(http: &reqwest::Client, base: &str) -> Vec<String> {
 
 async fn publish(http: &reqwest::Client, base: &str, n: u64) -> String {
     publish_to(http, base, "news", n).await
-}
-
-async fn publish_to(http: &reqwest::Client, base: &str, channel: &str, n: u64) -> String {
-    let response = http
-        .post(format!("{base}/broadcast?channel_id={channel}"))
-        .json(&json!({"type": "news", "payload": {"n": n}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
 }
 
 /// The next `count` events of `rx`, which must be the broadcasts `from..from + count`.
@@ -487,19 +442,19 @@ async fn on_a_redis_cluster_a_stored_listener_works_from_any_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_point_the_stream_trimmed_away_gets_the_reset_event_on_another_process() {
+async fn a_resume_point_the_stream_trimmed_away_gets_a_reset_and_what_is_kept_on_another_process() {
     let redis = redis_support::RedisServer::start();
     // Replay 64: each process keeps 64 broadcasts, the Redis stream about 128 entries.
     let args = ["--cluster", "--redis", &redis.url(), "--replay", "64"];
     let (a, b) = (EricServe::start(&args), EricServe::start(&args));
     let http = reqwest::Client::new();
     assert_eq!(create_news(&http, &a.base).await, 201);
-    let first = publish(&http, &a.base, 0).await;
-    for n in 1..300 {
-        publish(&http, &a.base, n).await;
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(publish(&http, &a.base, n).await);
     }
     // A client last saw broadcast 0 on A and comes back on B, which never read it.
-    let mut resumed = subscribe(&b.base, Some(&first)).await;
+    let mut resumed = subscribe(&b.base, Some(&ids[0])).await;
     let (_, event, data) = tokio::time::timeout(Duration::from_secs(10), resumed.recv())
         .await
         .unwrap()
@@ -507,8 +462,13 @@ async fn a_resume_point_the_stream_trimmed_away_gets_the_reset_event_on_another_
     assert_eq!(event, eric::prefabs::MESSAGE_TYPE_RESET);
     let data: Value = serde_json::from_str(&data).unwrap();
     assert_eq!(data["reason"], "too_old", "{data}");
-    // Then live events, on either process's publishing.
-    let mut ids = vec![String::new(); 300];
+    // Then every broadcast B keeps, from the oldest the reset names, then live events.
+    let oldest = ids
+        .iter()
+        .position(|id| data["oldest_kept"] == id.as_str())
+        .unwrap_or_else(|| panic!("oldest_kept is none of the ids: {data}"));
+    assert!(oldest > 1 && oldest <= 300 - 64, "{oldest}");
+    expect_broadcasts(&mut resumed, oldest as u64, 300 - oldest as u64, &ids).await;
     ids.push(publish(&http, &a.base, 300).await);
     expect_broadcasts(&mut resumed, 300, 1, &ids).await;
 }

@@ -69,6 +69,10 @@ enum Command {
         /// (408 after that; streams' events do not count).
         #[arg(long, default_value_t = 10, env = "ERIC_REQUEST_TIMEOUT")]
         request_timeout: u64,
+        /// Seconds a graceful shutdown (SIGTERM, SIGINT) may take in all: publishes in
+        /// flight finish, streams end so that clients resume elsewhere, connections close.
+        #[arg(long, default_value_t = 10, env = "ERIC_SHUTDOWN_TIMEOUT")]
+        shutdown_timeout: u64,
         /// The most channels the server holds (503 LimitReached beyond).
         #[arg(long, default_value_t = 10_000, env = "ERIC_MAX_CHANNELS")]
         max_channels: usize,
@@ -214,6 +218,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             max_body_bytes,
             header_timeout,
             request_timeout,
+            shutdown_timeout,
             max_channels,
             max_listeners,
             capacity,
@@ -231,6 +236,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
+                .shutdown_timeout(Duration::from_secs(shutdown_timeout))
                 .limits(max_channels, max_listeners)
                 .capacity((capacity > 0).then_some(capacity), overflow.policy())
                 .publish_token(publish_token)

@@ -1,5 +1,6 @@
 //! `eric serve` in a process of its own, on a free loopback port; killed when dropped.
 //! Shared by the root tests and benchmarks that need separate server processes.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -22,15 +23,37 @@ impl EricServe {
             .spawn()
             .expect("the eric binary starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout is piped"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        stdout
             .read_line(&mut line)
             .expect("eric prints where it listens");
+        // Read on, so that what it prints later (on shutdown) does not meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("eric did not say where it listens: {line:?}"))
             .to_owned();
         EricServe { child, base }
+    }
+
+    /// Sends it SIGTERM and waits for it to exit (10 s at most): whether it exited
+    /// with success, and how long it took.
+    pub(crate) fn terminate(&mut self) -> (bool, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(signalled, "kill -TERM failed");
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.success(), started.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.kill();
+        (false, started.elapsed())
     }
 
     /// Kills it (SIGKILL) and reaps it.

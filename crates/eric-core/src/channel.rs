@@ -380,11 +380,7 @@ impl<A: Adapter> Channel<A> {
     /// [`Error::BroadcastRejected`] naming them; retrying later is safe.
     pub fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
         let msg = msg.into();
-        let _order = self
-            .shared
-            .broadcast_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _order = self.order();
         self.ensure_open()?;
         let window = self.shared.log.window();
         let policy = self.shared.queue_config.overflow();
@@ -557,9 +553,45 @@ impl<A: Adapter> Channel<A> {
     /// goes on where it was). [`Error::ReplayUnavailable`] if the channel no longer
     /// keeps `seq` or has not reached it.
     pub fn rewind(&self, listener_id: &str, seq: u64) -> Result<()> {
-        self.get_connection(listener_id)?
+        let connection = self.get_connection(listener_id)?;
+        self.reposition(&connection, seq)
+    }
+
+    /// Moves `connection` to broadcast `seq`, keeping the floor of positions true: a
+    /// listener moved back must count in the overflow checks at once (under the lock
+    /// broadcasts take, so that no scan in progress writes back a floor above it).
+    fn reposition(&self, connection: &Connection, seq: u64) -> Result<()> {
+        let _order = self.order();
+        connection
             .reposition(&self.shared.log, seq)
-            .map_err(|oldest| self.replay_unavailable(seq, oldest))
+            .map_err(|oldest| self.replay_unavailable(seq, oldest))?;
+        self.shared
+            .position_floor
+            .fetch_min(connection.position(), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Moves `connection` to broadcast `seq`, or to the oldest kept if `seq` is gone;
+    /// returns where it is.
+    fn reposition_at_least(&self, connection: &Connection, seq: u64) -> u64 {
+        let _order = self.order();
+        let at = connection.reposition_at_least(&self.shared.log, seq);
+        self.shared.position_floor.fetch_min(at, Ordering::AcqRel);
+        at
+    }
+
+    /// Like [`message_stream_from`](Self::message_stream_from), but a `seq` the
+    /// channel no longer keeps starts at the oldest broadcast it keeps (and one past
+    /// the newest, at the next): what a client that must lose nothing the channel still
+    /// holds asks for. Returns the stream and the broadcast it reads first.
+    pub fn message_stream_from_kept(
+        &self,
+        listener_id: &str,
+        seq: u64,
+    ) -> Result<(MessageStream<A>, u64)> {
+        let connection = self.get_connection(listener_id)?;
+        let at = self.reposition_at_least(&connection, seq);
+        Ok((self.message_stream(listener_id)?, at))
     }
 
     /// Adds a listener and returns its stream; dropping the stream removes the listener.
@@ -576,10 +608,30 @@ impl<A: Adapter> Channel<A> {
     /// channel no longer keeps `seq` or has not reached it.
     pub fn watch_from(&self, seq: u64) -> Result<MessageStream<A>> {
         let stream = self.watch()?;
-        match stream.connection().reposition(&self.shared.log, seq) {
-            Ok(()) => Ok(stream),
-            // Dropping the stream removes the listener it added.
-            Err(oldest) => Err(self.replay_unavailable(seq, oldest)),
+        // On an error, dropping the stream removes the listener it added.
+        self.reposition(stream.connection(), seq)?;
+        Ok(stream)
+    }
+
+    /// Like [`watch_from`](Self::watch_from), but a `seq` the channel no longer keeps
+    /// starts at the oldest broadcast it keeps (see
+    /// [`message_stream_from_kept`](Self::message_stream_from_kept)). Returns the
+    /// stream and the broadcast it reads first.
+    pub fn watch_from_kept(&self, seq: u64) -> Result<(MessageStream<A>, u64)> {
+        let stream = self.watch()?;
+        let at = self.reposition_at_least(stream.connection(), seq);
+        Ok((stream, at))
+    }
+
+    /// Ends every stream open now, as if each were dropped by its reader, without
+    /// closing the channel: no closed message is sent and no sequence number is spent,
+    /// so clients that reconnect (to this process or, after a restart, to the next)
+    /// resume where they were. Listeners stay registered with what they have unread;
+    /// the streams of [`watch`](Self::watch) remove their own when they end. For
+    /// shutting a server down gracefully.
+    pub fn end_streams(&self) {
+        for connection in self.get_connections() {
+            connection.end_consumer();
         }
     }
 
@@ -610,11 +662,7 @@ impl<A: Adapter> Channel<A> {
     /// Closing twice does nothing more.
     #[doc(alias = "notify_end")]
     pub fn close(&self) {
-        let _order = self
-            .shared
-            .broadcast_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _order = self.order();
         let _registrations = self.write();
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             // Past any capacity: the end marker must always get through.
@@ -708,6 +756,14 @@ impl<A: Adapter> Channel<A> {
         } else {
             Ok(())
         }
+    }
+
+    /// Serializes broadcasts, closing, and moves of listeners.
+    fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.shared
+            .broadcast_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     // Poisoning would mean a panic inside a map operation; the map is still usable.

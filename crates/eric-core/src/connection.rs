@@ -152,10 +152,29 @@ impl Connection {
     /// Moves the cursor to `seq`, if the log still holds it; else the oldest it holds.
     pub(crate) fn reposition(&self, log: &BroadcastLog, seq: u64) -> Result<(), u64> {
         let cursor = log.cursor_at(seq)?;
+        self.place(cursor);
+        Ok(())
+    }
+
+    /// Moves the cursor to `seq`, or to the oldest broadcast the log holds if `seq` is
+    /// gone; returns where it is now.
+    pub(crate) fn reposition_at_least(&self, log: &BroadcastLog, seq: u64) -> u64 {
+        let cursor = log.cursor_at_least(seq);
+        let next = cursor.next;
+        self.place(cursor);
+        next
+    }
+
+    fn place(&self, cursor: Cursor) {
         let mut current = self.cursor();
         self.inner.position.store(cursor.next, Ordering::Release);
         *current = cursor;
-        Ok(())
+    }
+
+    /// Ends the stream reading this listener, if one does, as a newer stream taking it
+    /// over would: the listener and what it has unread stay.
+    pub(crate) fn end_consumer(&self) {
+        self.new_consumer();
     }
 
     /// The sequence number of the next broadcast this listener reads.

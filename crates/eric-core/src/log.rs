@@ -220,6 +220,18 @@ impl BroadcastLog {
         })
     }
 
+    /// A cursor at `seq`, or at the oldest broadcast the log holds if `seq` is older
+    /// (or past the head: at the head); and the sequence number it is at.
+    pub(crate) fn cursor_at_least(&self, seq: u64) -> Cursor {
+        let mut state = lock(&self.state);
+        let head = self.head();
+        let next = seq.clamp(self.oldest_in(&state.segments, head), head);
+        Cursor {
+            next,
+            segment: Self::segment_at(&mut state.segments, next),
+        }
+    }
+
     /// A cursor at the head: it reads broadcasts made from now on.
     pub(crate) fn cursor_at_head(&self) -> Cursor {
         let mut state = lock(&self.state);

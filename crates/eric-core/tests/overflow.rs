@@ -180,3 +180,37 @@ fn closing_a_full_bounded_channel_loses_nothing_and_ends_its_streams() {
         assert_eq!(channel.stats().dropped, 0, "{policy:?}");
     }
 }
+
+/// Issue 19's first suspected bug: a listener moved back (a client resuming from an
+/// older id) must count in the Reject check at once, or a later broadcast overflows it
+/// and is skipped for it, counted as dropped: not "refused for everyone".
+#[test]
+fn reject_sees_a_listener_that_was_moved_back() {
+    let channel = Channel::builder()
+        .capacity(4)
+        .overflow(OverflowPolicy::Reject)
+        .replay(64)
+        .build(MessageAdapter)
+        .unwrap();
+    let listener = channel.add_listener().unwrap();
+    listener.start();
+    for n in 0..4 {
+        channel.broadcast(numbered(n)).unwrap();
+    }
+    for _ in 0..4 {
+        channel.deliver_next(listener.id()).unwrap();
+    }
+    // These two scan the listeners once, and the channel remembers that none is behind.
+    channel.broadcast(numbered(4)).unwrap();
+    channel.broadcast(numbered(5)).unwrap();
+    // The client had received up to 1: broadcasts 2..=5 are unread again.
+    channel.rewind(listener.id(), 2).unwrap();
+    assert_eq!(channel.queue_stats(listener.id()).unwrap().len, 4);
+    let err = channel.broadcast(numbered(6)).unwrap_err();
+    assert!(matches!(err, Error::BroadcastRejected { .. }), "{err}");
+    let read: Vec<u64> = std::iter::from_fn(|| channel.deliver_next(listener.id()).ok())
+        .map(|msg| msg.payload().as_u64().unwrap())
+        .collect();
+    assert_eq!(read, [2, 3, 4, 5]);
+    assert_eq!(channel.stats().dropped, 0);
+}

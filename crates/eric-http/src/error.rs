@@ -48,6 +48,10 @@ pub enum Error {
     /// 503: a listener's queue is full (bounded channels).
     #[error("{0}")]
     Full(String),
+    /// 503: the server is shutting down; the same request to the next process (or
+    /// another of a cluster) will be served.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// 500: anything else.
     #[error("{0}")]
     Internal(String),
@@ -77,9 +81,10 @@ impl Error {
             Error::BadRequest { status, .. } => *status,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Full(_) | Error::Unavailable(_) | Error::LimitReached(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Full(_)
+            | Error::Unavailable(_)
+            | Error::LimitReached(_)
+            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +100,7 @@ impl Error {
             Error::Full(_) => "QueueFull",
             Error::Unavailable(_) => "RepositoryError",
             Error::LimitReached(_) => "LimitReached",
+            Error::ShuttingDown => "ShuttingDown",
             Error::Internal(_) | Error::Io { .. } => "Internal",
         }
     }
@@ -124,7 +130,10 @@ impl From<eric_prefabs::Error> for Error {
     fn from(err: eric_prefabs::Error) -> Self {
         match err {
             eric_prefabs::Error::Core(err) => err.into(),
-            eric_prefabs::Error::InvalidSseField { .. } => Error::bad_request(err.to_string()),
+            eric_prefabs::Error::InvalidSseField { .. }
+            | eric_prefabs::Error::ReservedMessageType { .. } => {
+                Error::bad_request(err.to_string())
+            }
             other => Error::Internal(other.to_string()),
         }
     }

@@ -159,22 +159,47 @@ impl HttpServer {
         router(Arc::clone(&self.state))
     }
 
-    /// Serves until `shutdown` completes, then closes every channel (streams get the
-    /// closed event and end) and stops.
+    /// Serves until `shutdown` completes, then shuts down gracefully, within
+    /// [`HttpConfig::shutdown_timeout`]:
+    /// 1. stops accepting connections;
+    /// 2. lets the requests in flight that publish, create, remove or open a stream
+    ///    finish (what they acknowledge is kept: stored, with a repository or a
+    ///    cluster); later ones get 503 `ShuttingDown`;
+    /// 3. ends every stream without a closing event and without spending an event id,
+    ///    so that each `EventSource` reconnects after its retry time with its
+    ///    `Last-Event-ID` (to the next process, or another of a cluster) and resumes
+    ///    where it was; channels are not closed;
+    /// 4. waits for the connections to finish, and records what stored listeners read.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&self.state));
-        let timeout = self.state.config.header_read_timeout;
-        serve::serve(self.listener, app, timeout, shutdown, move || {
+        let config = &self.state.config;
+        let (header_timeout, shutdown_timeout) =
+            (config.header_read_timeout, config.shutdown_timeout);
+        let on_shutdown = async move {
+            state.gate.close().await;
             for id in state.channels.ids() {
                 if let Ok(channel) = state.channels.get(&id) {
-                    channel.close();
+                    channel.end_streams();
                 }
             }
-        })
+            if let Some(stored) = &state.stored
+                && let Err(err) = stored.flush().await
+            {
+                tracing::warn!(%err, "could not record what stored listeners read");
+            }
+        };
+        serve::serve(
+            self.listener,
+            app,
+            header_timeout,
+            shutdown,
+            on_shutdown,
+            shutdown_timeout,
+        )
         .await;
         Ok(())
     }
@@ -184,6 +209,7 @@ fn router(state: Arc<AppState>) -> Router {
     let config = &state.config;
     let publish_token = config.publish_token.clone();
     let subscribe_token = config.subscribe_token.clone();
+    let gate = Arc::clone(&state);
     let publishing = Router::new()
         .route("/create", put(routes::create))
         .route("/broadcast", post(routes::broadcast))
@@ -204,9 +230,17 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             routes::require(subscribe_token.clone(), request, next)
         }));
+    // Everything that changes state or opens a stream passes the gate, which shutting
+    // down closes once what is in flight has finished.
+    let gated =
+        Router::new()
+            .merge(publishing)
+            .merge(subscribing)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                routes::through_gate(Arc::clone(&gate), request, next)
+            }));
     let mut app = Router::new()
-        .merge(publishing)
-        .merge(subscribing)
+        .merge(gated)
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
         .layer(DefaultBodyLimit::max(config.max_body_bytes));

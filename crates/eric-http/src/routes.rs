@@ -353,6 +353,16 @@ pub(crate) async fn require(token: Option<String>, request: Request, next: Next)
     }
 }
 
+/// Lets a request that changes state or opens a stream through while the server is
+/// not shutting down, and holds the gate open until it is answered (a stream: until it
+/// is open); `ShuttingDown` once shutting down has begun.
+pub(crate) async fn through_gate(state: Arc<AppState>, request: Request, next: Next) -> Response {
+    let Some(_pass) = state.gate.enter().await else {
+        return Error::ShuttingDown.into_response();
+    };
+    next.run(request).await
+}
+
 /// `LimitReached` when `channel` holds `max_listeners` already.
 fn room_for_a_listener(state: &AppState, channel: &SseChannel) -> Result<()> {
     if channel.channel().listener_count() >= state.config.max_listeners {

@@ -44,13 +44,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
 }
 
 /// Accepts and serves connections until `shutdown` completes; then stops accepting,
-/// runs `on_shutdown`, and waits for the open connections to finish.
+/// runs `on_shutdown`, and waits for the open connections to finish, for
+/// `shutdown_timeout` at most in all.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
-    on_shutdown: impl FnOnce(),
+    on_shutdown: impl Future<Output = ()>,
+    shutdown_timeout: Duration,
 ) {
     let mut builder = http1::Builder::new();
     // A client that connects and never finishes its request head is dropped.
@@ -82,8 +84,19 @@ pub(crate) async fn serve(
         }));
     }
     drop(listener);
-    on_shutdown();
-    graceful.shutdown().await;
+    let finish = async {
+        on_shutdown.await;
+        graceful.shutdown().await;
+    };
+    if tokio::time::timeout(shutdown_timeout, finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?shutdown_timeout,
+            "connections still open at the shutdown timeout; stopping anyway"
+        );
+    }
 }
 
 /// What axum (and hyper 0.14 before it) does: a peer's failed handshake is the peer's

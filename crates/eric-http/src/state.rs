@@ -49,6 +49,9 @@ pub struct HttpConfig {
     /// with it everything broadcast since: the bound is what keeps it from holding
     /// memory without end.
     pub capacity: Option<usize>,
+    /// How long a graceful shutdown may take in all, from the signal to the last
+    /// connection closed (default 10 s): connections still open then are dropped.
+    pub shutdown_timeout: Duration,
     /// What happens to a listener over `capacity` (default
     /// [`OverflowPolicy::Disconnect`]: its stream ends; an `EventSource` reconnects with
     /// `Last-Event-ID` and resumes from the replay window).
@@ -70,6 +73,7 @@ impl Default for HttpConfig {
             max_listeners: 100_000,
             capacity: Some(DEFAULT_CAPACITY),
             overflow: OverflowPolicy::Disconnect,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -132,6 +136,12 @@ impl HttpConfig {
         self
     }
 
+    /// Sets how long a graceful shutdown may take in all.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// Allows these origins (CORS).
     pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = origins;
@@ -162,6 +172,26 @@ impl Metrics {
     }
 }
 
+/// What requests that change state or open a stream pass through: open until the
+/// server shuts down, which waits for those in flight before it closes it.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: tokio::sync::RwLock<bool>,
+}
+
+impl Gate {
+    /// A pass, held while the request is served; `None` once the gate is closed.
+    pub(crate) async fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let pass = self.closed.read().await;
+        (!*pass).then_some(pass)
+    }
+
+    /// Waits for every pass given out to come back, and gives out no more.
+    pub(crate) async fn close(&self) {
+        *self.closed.write().await = true;
+    }
+}
+
 pub(crate) struct AppState {
     pub(crate) channels: std::sync::Arc<ChannelContainer<SseAdapter>>,
     pub(crate) stored: Option<eric_persistence::StoredChannels>,
@@ -169,6 +199,7 @@ pub(crate) struct AppState {
     pub(crate) cluster: Option<eric_persistence::RedisCluster>,
     pub(crate) config: HttpConfig,
     pub(crate) metrics: std::sync::Arc<Metrics>,
+    pub(crate) gate: Gate,
 }
 
 impl AppState {
@@ -183,6 +214,7 @@ impl AppState {
             cluster: None,
             config,
             metrics: std::sync::Arc::new(Metrics::default()),
+            gate: Gate::default(),
         }
     }
 

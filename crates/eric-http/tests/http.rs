@@ -448,8 +448,10 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
     assert!(repository().load_all().await.unwrap().is_empty());
 }
 
+/// Shutting down ends every stream without telling clients their channel was removed
+/// and without spending an event id: they reconnect and resume where they were.
 #[tokio::test]
-async fn shutdown_sends_the_closed_event_and_waits_for_streams_to_end() {
+async fn shutdown_ends_streams_without_a_closing_event_and_waits_for_them() {
     let server = HttpServer::bind("127.0.0.1:0", HttpConfig::default())
         .await
         .unwrap();
@@ -474,18 +476,26 @@ async fn shutdown_sends_the_closed_event_and_waits_for_streams_to_end() {
         .await
         .unwrap();
     let mut events = response.bytes_stream().eventsource();
+    let published: Value = http
+        .post(format!("{base}/broadcast?channel_id={channel}"))
+        .json(&json!({"type": "news", "payload": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = next(&mut (&mut events).map(|e| e.unwrap())).await;
+    assert_eq!(first.id, published["id"].as_str().unwrap());
 
     stop.send(()).unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), events.next())
-        .await
-        .expect("no closed event after shutdown")
-        .unwrap()
-        .unwrap();
-    assert_eq!(closed.event, "_eric_channel_closed");
     let end = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .expect("the stream did not end after shutdown");
-    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+    assert!(
+        end.is_none(),
+        "expected the end of the stream and no event, got {end:?}"
+    );
     tokio::time::timeout(Duration::from_secs(5), serving)
         .await
         .expect("run_until did not return after shutdown")
@@ -493,6 +503,51 @@ async fn shutdown_sends_the_closed_event_and_waits_for_streams_to_end() {
         .unwrap();
     // Not listening any more.
     assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+}
+
+/// Found by hand: a channel deleted and created again gets a broadcast, and a client
+/// resumes with the old channel's last id: a reset, then that broadcast.
+#[tokio::test]
+async fn a_client_of_a_channel_deleted_and_created_again_gets_its_broadcasts() {
+    let server = start(HttpConfig::default()).await;
+    let create = || {
+        server
+            .http
+            .put(server.url("/create?channel_id=room"))
+            .send()
+    };
+    assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
+    let mut first = server.events("/channels/room/events", None).await;
+    server.broadcast("room", "n", json!(1)).await;
+    let old_id = next(&mut first).await.id;
+    let deleted = server.http.delete(server.url("/channel/room")).send().await;
+    assert_eq!(deleted.unwrap().status(), StatusCode::NO_CONTENT);
+    let closed = next(&mut first).await;
+    assert_eq!(closed.event, "_eric_channel_closed");
+    assert_eq!(
+        closed.id, old_id,
+        "the closed event leaves the last id as it was"
+    );
+
+    assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
+    let reply: Value = server
+        .broadcast("room", "n", json!(2))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut resumed = server.events("/channels/room/events", Some(&old_id)).await;
+    let reset = next(&mut resumed).await;
+    assert_eq!(reset.event, "_eric_reset");
+    let data: Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(data["reason"], "other_epoch");
+    // The parser reports the last id set on this connection: none yet.
+    assert_eq!(reset.id, "", "the reset carries no id of its own");
+    let two = next(&mut resumed).await;
+    assert_eq!(
+        (two.data.as_str(), two.id.as_str()),
+        ("2", reply["id"].as_str().unwrap())
+    );
 }
 
 #[tokio::test]

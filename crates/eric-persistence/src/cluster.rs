@@ -580,18 +580,10 @@ fn escape_tag_into(key: &mut String, id: &str) {
     }
 }
 
-/// Checks that `message` can go out as an SSE event and is not one of the entries
-/// eric uses itself (types starting with NUL).
+/// Checks that a producer may send `message` (an SSE event name, not one of eric's
+/// own, which include the entries starting with NUL that cluster mode writes).
 fn check(message: &Message) -> Result<()> {
-    eric_prefabs::check_message(message)?;
-    if message.message_type().starts_with('\u{0}') {
-        return Err(eric_core::Error::InvalidId {
-            id: message.message_type().to_owned(),
-            reason: "message types starting with NUL are reserved",
-        }
-        .into());
-    }
-    Ok(())
+    Ok(eric_prefabs::check_message(message)?)
 }
 
 /// [`Error::ChannelNotFound`] for channel `id`.

@@ -630,7 +630,8 @@ async fn apply_batch(
     Some(rest.into_iter().map(|p| p.request).collect())
 }
 
-/// What memory would refuse whatever the order: a closed channel, a bad type.
+/// What memory would refuse whatever the order: a closed channel, a type a producer
+/// may not send.
 fn check(inner: &Inner, msg: &Message) -> Result<()> {
     if inner.sse.channel().is_closed() {
         return Err(eric_core::Error::ChannelClosed {
@@ -638,15 +639,7 @@ fn check(inner: &Inner, msg: &Message) -> Result<()> {
         }
         .into());
     }
-    if !eric_prefabs::is_valid_event(msg.message_type()) {
-        return Err(eric_prefabs::Error::InvalidSseField {
-            field: "event",
-            value: msg.message_type().chars().take(64).collect(),
-            forbidden: "a line break (CR or LF)",
-        }
-        .into());
-    }
-    Ok(())
+    Ok(eric_prefabs::check_message(msg)?)
 }
 
 async fn add_listener(inner: &Inner) -> Result<Done> {

@@ -58,6 +58,22 @@ impl StoredChannels {
         self.len() == 0
     }
 
+    /// Waits until what every stored listener has read so far is recorded (a server
+    /// shutting down calls it last, so that its successor does not deliver it again).
+    pub async fn flush(&self) -> Result<()> {
+        let channels: Vec<PersistentSseChannel> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for channel in channels {
+            channel.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Creates and stores a channel, and registers it in `container`.
     pub async fn create(
         &self,

@@ -21,6 +21,16 @@ pub enum Error {
         /// What it must not contain.
         forbidden: &'static str,
     },
+    /// The message type is one eric gives its own events (the closed and reset events,
+    /// in-band errors, types starting with NUL): a producer may not send it, since a
+    /// client would take it for eric's.
+    #[error("message type {message_type:?} is reserved: {why}")]
+    ReservedMessageType {
+        /// The type (at most 64 characters of it).
+        message_type: String,
+        /// What eric uses it for.
+        why: &'static str,
+    },
     /// A distributed-application listener received a message type it has no action
     /// for; it keeps running.
     #[error("listener {listener_id:?} has no action for message type {message_type:?}")]

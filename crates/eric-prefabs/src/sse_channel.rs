@@ -77,6 +77,10 @@ impl Adapter for SseAdapter {
         };
         let event = event.with_retry(self.retry_ms);
         match delivery.seq {
+            // The closed marker takes a place in the log but is no broadcast: with an
+            // id, a client would resume past a number that the channel's next life (a
+            // restarted process, another process of a cluster) gives to a real event.
+            Some(_) if msg.message_type() == eric_core::MESSAGE_TYPE_CLOSED => event,
             // The epoch was checked when the channel was built; a number is digits.
             Some(seq) => event.with_id_unchecked(self.event_id(seq)),
             None => event,
@@ -307,27 +311,13 @@ impl SseChannel {
         let Some(last) = last_event_id.filter(|id| !id.is_empty()) else {
             return Ok(SseStream::new(None, self.message_stream(listener_id)?));
         };
-        match self.resume_point(last) {
-            Ok(seq) => match self.channel.message_stream_from(listener_id, seq) {
-                Ok(stream) => Ok(SseStream::new(None, stream)),
-                Err(eric_core::Error::ReplayUnavailable { oldest, head, .. }) => {
-                    let reset = self.reset_event(last, "too_old", oldest, head);
-                    Ok(SseStream::new(
-                        Some(reset),
-                        self.message_stream(listener_id)?,
-                    ))
-                }
-                Err(err) => Err(err.into()),
-            },
-            Err(reason) => {
-                let (oldest, head) = self.kept();
-                let reset = self.reset_event(last, reason, oldest, head);
-                Ok(SseStream::new(
-                    Some(reset),
-                    self.message_stream(listener_id)?,
-                ))
-            }
-        }
+        let channel = &self.channel;
+        self.resume(
+            last,
+            |seq| channel.message_stream_from(listener_id, seq),
+            |seq| channel.message_stream_from_kept(listener_id, seq),
+            || channel.message_stream(listener_id),
+        )
     }
 
     /// Subscribes a new listener and returns its events; dropping the stream removes
@@ -336,30 +326,57 @@ impl SseChannel {
     /// With `last_event_id` (the `Last-Event-ID` a reconnecting browser sends):
     /// - an id of this channel still kept: the events after it, in order, no
     ///   duplicates, then live ones;
-    /// - an id of this channel too old to replay (`too_old`), from its future
-    ///   (`ahead`), of another epoch such as before a restart (`other_epoch`), or not an
-    ///   event id at all (`unparseable`): a [`MESSAGE_TYPE_RESET`] event first, whose
-    ///   data names the reason, then live events. Its id is the newest event's, so the
-    ///   client's next reconnect resumes from here.
+    /// - an id of this channel too old to replay (`too_old`), of another epoch such as
+    ///   before a restart or of a channel removed and created again (`other_epoch`), or
+    ///   not an event id at all (`unparseable`): a [`MESSAGE_TYPE_RESET`] event first,
+    ///   whose data names the reason and the oldest id kept, then every broadcast the
+    ///   channel still keeps, from that oldest one on, then live ones. The client loses
+    ///   nothing the channel holds. The reset event has no id (the client keeps its
+    ///   own until a replayed event replaces it): a reserved event never carries the
+    ///   id of a broadcast the client has not received.
+    /// - an id from this channel's future (`ahead`: the client saw more than this
+    ///   channel has, say from a process that lost its last broadcasts): the reset
+    ///   event, carrying the newest id, then live events.
     pub fn subscribe(&self, last_event_id: Option<&str>) -> Result<SseStream> {
         let Some(last) = last_event_id.filter(|id| !id.is_empty()) else {
             return Ok(SseStream::new(None, self.channel.watch()?));
         };
-        match self.resume_point(last) {
-            Ok(seq) => match self.channel.watch_from(seq) {
-                Ok(stream) => Ok(SseStream::new(None, stream)),
-                Err(eric_core::Error::ReplayUnavailable { oldest, head, .. }) => {
-                    let reset = self.reset_event(last, "too_old", oldest, head);
-                    Ok(SseStream::new(Some(reset), self.channel.watch()?))
-                }
-                Err(err) => Err(err.into()),
+        let channel = &self.channel;
+        self.resume(
+            last,
+            |seq| channel.watch_from(seq),
+            |seq| channel.watch_from_kept(seq),
+            || channel.watch(),
+        )
+    }
+
+    /// A stream resumed after `last`: from the broadcast after it when kept, else led
+    /// by a reset event (see [`subscribe`](Self::subscribe)).
+    fn resume(
+        &self,
+        last: &str,
+        from: impl FnOnce(u64) -> eric_core::Result<MessageStream<SseAdapter>>,
+        from_kept: impl FnOnce(u64) -> eric_core::Result<(MessageStream<SseAdapter>, u64)>,
+        live: impl FnOnce() -> eric_core::Result<MessageStream<SseAdapter>>,
+    ) -> Result<SseStream> {
+        let reason = match self.resume_point(last) {
+            Ok(seq) => match from(seq) {
+                Ok(stream) => return Ok(SseStream::new(None, stream)),
+                Err(eric_core::Error::ReplayUnavailable { .. }) => "too_old",
+                Err(err) => return Err(err.into()),
             },
-            Err(reason) => {
-                let (oldest, head) = self.kept();
-                let reset = self.reset_event(last, reason, oldest, head);
-                Ok(SseStream::new(Some(reset), self.channel.watch()?))
-            }
+            Err(reason) => reason,
+        };
+        if reason == "ahead" {
+            let head = self.channel.next_seq();
+            let reset = self.reset_event(last, reason, self.kept().start, head.checked_sub(1));
+            return Ok(SseStream::new(Some(reset), live()?));
         }
+        // Everything kept: from the oldest broadcast (taken with the stream, so that
+        // the reset names the first event that follows it).
+        let (stream, oldest) = from_kept(0)?;
+        let reset = self.reset_event(last, reason, oldest, None);
+        Ok(SseStream::new(Some(reset), stream))
     }
 
     /// Closes the channel: every stream ends after what it has queued.
@@ -383,29 +400,28 @@ impl SseChannel {
         }
     }
 
-    /// The oldest kept and the next sequence number.
-    fn kept(&self) -> (u64, u64) {
-        let range = self.channel.replayable();
-        (range.start, range.end)
+    /// The broadcasts kept: `oldest..next`.
+    fn kept(&self) -> std::ops::Range<u64> {
+        self.channel.replayable()
     }
 
-    fn reset_event(&self, requested: &str, reason: &str, oldest: u64, head: u64) -> SseEvent {
+    /// The reset event for a client that asked to resume after `requested`: `oldest`
+    /// is the first broadcast it gets next (if the channel has made it), `id` the
+    /// broadcast whose id the event carries, if any.
+    fn reset_event(&self, requested: &str, reason: &str, oldest: u64, id: Option<u64>) -> SseEvent {
         let adapter = self.adapter();
         let data = json!({
             "reason": reason,
             "last_event_id": requested,
-            "oldest_kept": (oldest < head).then(|| adapter.event_id(oldest)),
+            "oldest_kept": (oldest < self.channel.next_seq()).then(|| adapter.event_id(oldest)),
         });
-        // The newest event's id (or an empty one, which clears the client's): the
-        // client's next reconnect resumes from here.
-        let id = head
-            .checked_sub(1)
-            .map(|seq| adapter.event_id(seq))
-            .unwrap_or_default();
-        SseEvent::new(data.to_string())
+        let event = SseEvent::new(data.to_string())
             .with_event_unchecked(MESSAGE_TYPE_RESET)
-            .with_id_unchecked(id)
-            .with_retry(adapter.retry_ms)
+            .with_retry(adapter.retry_ms);
+        match id {
+            Some(seq) => event.with_id_unchecked(adapter.event_id(seq)),
+            None => event,
+        }
     }
 }
 
@@ -422,19 +438,35 @@ fn checked(msg: Message) -> Result<Message> {
     Ok(msg)
 }
 
-/// Checks that `msg` can go out as an SSE event (its type, the event name, has no line
-/// break), as [`SseChannel::broadcast`] and [`SseChannel::dispatch`] do: for callers
-/// that store a message before it reaches a channel. [`Error::InvalidSseField`] if not.
+/// Checks that a producer may send `msg` as an SSE event, as [`SseChannel::broadcast`]
+/// and [`SseChannel::dispatch`] do; for callers that store a message before it reaches
+/// a channel. Its type, the event name, must have no line break
+/// ([`Error::InvalidSseField`]) and must not be one of eric's own
+/// ([`Error::ReservedMessageType`]: [`MESSAGE_TYPE_CLOSED`](eric_core::MESSAGE_TYPE_CLOSED),
+/// [`MESSAGE_TYPE_RESET`], [`MESSAGE_TYPE_INTERNAL_ERROR`](eric_core::MESSAGE_TYPE_INTERNAL_ERROR),
+/// or a type starting with NUL, which eric's backends use for entries of their own).
+/// [`MESSAGE_TYPE_END_OF_STREAM`](eric_core::MESSAGE_TYPE_END_OF_STREAM) is a
+/// producer's to send.
 pub fn check_message(msg: &Message) -> Result<()> {
-    if is_valid_event(msg.message_type()) {
-        Ok(())
-    } else {
-        Err(Error::InvalidSseField {
+    let message_type = msg.message_type();
+    if !is_valid_event(message_type) {
+        return Err(Error::InvalidSseField {
             field: "event",
-            value: crate::error::truncated(msg.message_type()),
+            value: crate::error::truncated(message_type),
             forbidden: "a line break (CR or LF)",
-        })
+        });
     }
+    let why = match message_type {
+        eric_core::MESSAGE_TYPE_CLOSED => "it ends every stream of a removed channel",
+        MESSAGE_TYPE_RESET => "it tells a resuming client that it missed events",
+        eric_core::MESSAGE_TYPE_INTERNAL_ERROR => "it reports an error in-band",
+        t if t.starts_with('\0') => "types starting with NUL are eric's own entries",
+        _ => return Ok(()),
+    };
+    Err(Error::ReservedMessageType {
+        message_type: crate::error::truncated(message_type),
+        why,
+    })
 }
 
 /// The events of an SSE listener, led by a reset event when a resume was not possible.

@@ -74,7 +74,7 @@ async fn the_newest_id_resumes_with_nothing_missed() {
 }
 
 #[tokio::test]
-async fn a_too_old_id_gets_a_reset_event_first() {
+async fn a_too_old_id_gets_a_reset_then_everything_still_kept() {
     let channel = SseChannel::builder().replay(64).build().unwrap();
     let mut stream = channel.subscribe(None).unwrap();
     broadcast_numbers(&channel, 0..1);
@@ -87,34 +87,50 @@ async fn a_too_old_id_gets_a_reset_event_first() {
     assert_eq!(reset_reason(&events[0]), "too_old");
     let data: Value = serde_json::from_str(events[0].data()).unwrap();
     assert_eq!(data["last_event_id"], first_id.as_str());
-    assert!(data["oldest_kept"].is_string());
-    // The reset carries the newest id, so the next reconnect resumes from here.
+    // The reset carries no id: the client keeps its own until a replayed event
+    // replaces it, so a reconnect now loses nothing either.
+    assert_eq!(events[0].id(), None);
+    // Then every broadcast still kept, from the oldest the reset names, in order.
+    let oldest = channel.channel().replayable().start;
+    assert!(oldest > 1 && oldest <= 500 - 64, "{oldest}");
     assert_eq!(
-        events[0].id(),
-        Some(channel.adapter().event_id(499).as_str())
+        data["oldest_kept"],
+        channel.adapter().event_id(oldest).as_str()
     );
-    assert_eq!(events.len(), 1, "then live events only");
+    assert_eq!(
+        events[1].id(),
+        Some(channel.adapter().event_id(oldest).as_str())
+    );
+    assert_eq!(numbers(&events), (oldest..500).collect::<Vec<_>>());
     broadcast_numbers(&channel, 500..501);
     assert_eq!(numbers(&ready(&mut resumed)), [500]);
 }
 
 #[tokio::test]
-async fn bogus_ids_get_a_reset_naming_why() {
+async fn bogus_ids_get_a_reset_naming_why_and_lose_nothing_kept() {
     let channel = SseChannel::builder().epoch("feed").build().unwrap();
     broadcast_numbers(&channel, 0..3);
     let cases = [
-        ("not an id", "unparseable"),
-        ("feed-x", "unparseable"),
-        ("feed-99999", "ahead"),
-        ("feed-3", "ahead"),
-        ("0123abcd-1", "other_epoch"),
-        ("42", "unparseable"),
+        ("not an id", "unparseable", vec![0, 1, 2]),
+        ("feed-x", "unparseable", vec![0, 1, 2]),
+        ("0123abcd-1", "other_epoch", vec![0, 1, 2]),
+        ("42", "unparseable", vec![0, 1, 2]),
+        // From the future: the client saw more than this channel has; the reset
+        // carries the newest id, and live events follow.
+        ("feed-99999", "ahead", vec![]),
+        ("feed-3", "ahead", vec![]),
     ];
-    for (id, reason) in cases {
+    for (id, reason, replayed) in cases {
         let mut stream = channel.subscribe(Some(id)).unwrap();
         let events = ready(&mut stream);
         assert_eq!(reset_reason(&events[0]), reason, "{id}");
-        assert_eq!(events.len(), 1, "{id}: nothing replayed after a reset");
+        assert_eq!(numbers(&events), replayed, "{id}");
+        let reset_id = if reason == "ahead" {
+            Some("feed-2")
+        } else {
+            None
+        };
+        assert_eq!(events[0].id(), reset_id, "{id}");
     }
     // An empty id is no id: live, no reset.
     let mut stream = channel.subscribe(Some("")).unwrap();
@@ -129,6 +145,74 @@ async fn bogus_ids_get_a_reset_naming_why() {
         0,
         "dropped streams unsubscribe"
     );
+}
+
+/// Found by hand: a channel removed and created again under its id gets a broadcast; a
+/// client resumes with the old channel's last id. It must get that broadcast after the
+/// reset, and the reset must not carry that broadcast's id.
+#[tokio::test]
+async fn a_client_of_a_channel_created_again_gets_what_the_new_one_holds() {
+    let old = SseChannel::builder().id("room").build().unwrap();
+    let mut stream = old.subscribe(None).unwrap();
+    broadcast_numbers(&old, 0..2);
+    let last = ready(&mut stream).pop().unwrap().id().unwrap().to_owned();
+    old.close();
+    drop(stream);
+
+    let again = SseChannel::builder().id("room").build().unwrap();
+    broadcast_numbers(&again, 2..3);
+    let mut resumed = again.subscribe(Some(&last)).unwrap();
+    let events = ready(&mut resumed);
+    assert_eq!(reset_reason(&events[0]), "other_epoch");
+    assert_eq!(events[0].id(), None);
+    assert_eq!(numbers(&events), [2]);
+    assert_eq!(events[1].id(), Some(again.adapter().event_id(0).as_str()));
+}
+
+/// The closed event takes a place in the log but is no broadcast: with an id, a client
+/// would resume past the number the channel's next life gives to a real broadcast.
+#[tokio::test]
+async fn the_closed_event_carries_no_id() {
+    let channel = SseChannel::builder().epoch("e1").build().unwrap();
+    let mut stream = channel.subscribe(None).unwrap();
+    broadcast_numbers(&channel, 0..1);
+    channel.close();
+    let events = ready(&mut stream);
+    assert_eq!(events[0].id(), Some("e1-0"));
+    assert_eq!(events[1].event(), Some(eric_core::MESSAGE_TYPE_CLOSED));
+    assert_eq!(events[1].id(), None);
+
+    // The channel's next life (restored with the same epoch, going on at 1) gives 1 to
+    // its next broadcast, and a client that saw up to 0 gets it.
+    let next = SseChannel::builder()
+        .epoch("e1")
+        .first_seq(1)
+        .replay(16)
+        .build()
+        .unwrap();
+    let mut resumed = next.subscribe(Some("e1-0")).unwrap();
+    broadcast_numbers(&next, 1..2);
+    let events = ready(&mut resumed);
+    assert_eq!(numbers(&events), [1]);
+    assert_eq!(events[0].id(), Some("e1-1"));
+}
+
+/// Ending streams (a server shutting down) spends no id and closes nothing.
+#[tokio::test]
+async fn ending_streams_sends_nothing_and_the_channel_goes_on() {
+    let channel = SseChannel::builder().epoch("e2").build().unwrap();
+    let mut stream = channel.subscribe(None).unwrap();
+    broadcast_numbers(&channel, 0..1);
+    channel.channel().end_streams();
+    let events = ready(&mut stream);
+    assert_eq!(numbers(&events), Vec::<u64>::new(), "{events:?}");
+    assert!(stream.next().await.is_none(), "the stream ended");
+    drop(stream);
+    assert_eq!(channel.channel().listener_count(), 0);
+    assert!(!channel.channel().is_closed());
+    broadcast_numbers(&channel, 1..2);
+    let mut resumed = channel.subscribe(Some("e2-0")).unwrap();
+    assert_eq!(numbers(&ready(&mut resumed)), [1]);
 }
 
 #[tokio::test]
@@ -173,6 +257,35 @@ async fn the_stream_on_the_wire_parses_with_increasing_ids() {
         Some(std::time::Duration::from_millis(2500))
     );
     assert!(parsed[0].id < parsed[1].id);
+}
+
+#[test]
+fn eric_s_own_message_types_are_refused() {
+    let channel = SseChannel::new();
+    let listener = channel.add_listener().unwrap();
+    for reserved in [
+        eric_core::MESSAGE_TYPE_CLOSED,
+        MESSAGE_TYPE_RESET,
+        eric_core::MESSAGE_TYPE_INTERNAL_ERROR,
+        "\u{0}closed",
+    ] {
+        assert!(
+            matches!(
+                channel.broadcast(Message::of_type(reserved)),
+                Err(eric_prefabs::Error::ReservedMessageType { .. })
+            ),
+            "{reserved:?}"
+        );
+        assert!(
+            channel
+                .dispatch(listener.id(), Message::of_type(reserved))
+                .is_err()
+        );
+    }
+    // A producer's own end of stream is allowed.
+    channel
+        .dispatch(listener.id(), Message::end_of_stream())
+        .unwrap();
 }
 
 #[test]

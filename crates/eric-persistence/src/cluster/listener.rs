@@ -183,12 +183,19 @@ impl Stream for ListenerStream {
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(event))) = &polled {
             match event.id() {
-                // A broadcast (or the reset event, whose id is the newest broadcast's).
+                // A broadcast (or an `ahead` reset event, whose id is the newest
+                // broadcast's).
                 Some(id) => {
                     if let Some(seq) = self.channel.adapter().parse_event_id(id) {
                         self.position = Some(seq + 1);
                     }
                 }
+                // eric's own events without an id (the reset that leads a replay, the
+                // closed event) deliver no dispatch.
+                None if matches!(
+                    event.event(),
+                    Some(eric_prefabs::MESSAGE_TYPE_RESET | eric_core::MESSAGE_TYPE_CLOSED)
+                ) => {}
                 // A dispatch: handed to the connection, so it leaves the queue in Redis.
                 None => {
                     let delivered = self
