@@ -146,6 +146,11 @@ enum SocketCommand {
         /// The prefix of eric's keys in Redis.
         #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
         redis_prefix: String,
+        /// Share channels with every socket server and `eric serve --cluster` on the
+        /// same Redis (needs --redis): a broadcast sent to any of them reaches the
+        /// listeners of all (docs/SCALING.md).
+        #[arg(long, alias = "cluster-mode", requires = "redis", env = "ERIC_CLUSTER")]
+        cluster: bool,
     },
     /// Creates a channel; prints its id.
     Create { path: PathBuf },
@@ -238,21 +243,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
                 .shutdown_timeout(Duration::from_secs(shutdown_timeout))
                 .limits(max_channels, max_listeners)
-                .capacity((capacity > 0).then_some(capacity), overflow.policy())
+                .capacity(capacity, overflow.policy())
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)
                 .cors_origins(cors_origin);
+            let config = if capacity == 0 {
+                config.unbounded()
+            } else {
+                config
+            };
             let server = match &redis {
                 Some(url) if cluster => {
                     eric::http::HttpServer::bind_cluster(&addr, config, url, &redis_prefix).await?
                 }
-                Some(url) if url.contains(',') => {
-                    return Err(
-                        "several Redis nodes (a Redis Cluster) are for cluster mode: \
-                                add --cluster; persistence uses one Redis server"
-                            .into(),
-                    );
-                }
+                Some(url) if url.contains(',') => return Err(several_nodes_need_cluster()),
                 Some(url) => {
                     use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
                     let storage =
@@ -266,17 +270,31 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 None => eric::http::HttpServer::bind(&addr, config).await?,
             };
-            let kept = match (&redis, cluster) {
-                (Some(_), true) => " (cluster mode: channels shared through Redis)",
-                (Some(_), false) => " (channels kept in Redis)",
-                (None, _) => "",
-            };
-            println!("eric listening on http://{}{kept}", server.local_addr()?);
+            println!(
+                "eric listening on http://{}{}",
+                server.local_addr()?,
+                kept(redis.is_some(), cluster)
+            );
             server.run_until(shutdown_signal()).await?;
             println!("eric stopped");
             Ok(())
         }
     }
+}
+
+/// How a server started with `--redis` (and `--cluster`) holds its channels.
+fn kept(redis: bool, cluster: bool) -> &'static str {
+    match (redis, cluster) {
+        (true, true) => " (cluster mode: channels shared through Redis)",
+        (true, false) => " (channels kept in Redis)",
+        (false, _) => "",
+    }
+}
+
+fn several_nodes_need_cluster() -> Box<dyn std::error::Error> {
+    "several Redis nodes (a Redis Cluster) are for cluster mode: add --cluster; \
+     persistence uses one Redis server"
+        .into()
 }
 
 fn payload(text: Option<String>) -> Value {
@@ -296,12 +314,19 @@ async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>
             request_timeout_ms,
             redis,
             redis_prefix,
+            cluster,
         } => {
-            use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
+            use eric::persistence::{Keys, RedisCluster, RedisStorage, SseChannelRepository};
             let config = SocketServerConfig::default()
                 .max_request_bytes(max_request_bytes)
                 .request_timeout(Duration::from_millis(request_timeout_ms));
             let server = match &redis {
+                Some(url) if cluster => {
+                    let cluster = RedisCluster::connect_with_prefix(url, &redis_prefix).await?;
+                    SocketServer::bind_with_channels(&path, config, std::sync::Arc::new(cluster))
+                        .await?
+                }
+                Some(url) if url.contains(',') => return Err(several_nodes_need_cluster()),
                 Some(url) => {
                     let storage =
                         RedisStorage::connect_with_keys(url, Keys::new(redis_prefix)).await?;
@@ -314,12 +339,11 @@ async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>
                 }
                 None => SocketServer::bind_with(&path, config).await?,
             };
-            let kept = if redis.is_some() {
-                " (channels kept in Redis)"
-            } else {
-                ""
-            };
-            eprintln!("eric socket server listening on {}{kept}", path.display());
+            eprintln!(
+                "eric socket server listening on {}{}",
+                path.display(),
+                kept(redis.is_some(), cluster)
+            );
             server.run_until(shutdown_signal()).await?;
             eprintln!("eric socket server stopped");
         }

@@ -1,6 +1,7 @@
 //! What the root tests do as a client of `eric serve`: create channels, publish
 //! numbered broadcasts, and follow a channel's events (`EventSource`'s way, with
 //! `Last-Event-ID`).
+#![allow(dead_code)]
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;

@@ -121,8 +121,7 @@ pub struct ChannelStats {
 ///
 /// let channel = Channel::builder()
 ///     .id("news")
-///     .capacity(1000)
-///     .overflow(OverflowPolicy::DropOldest)
+///     .capacity(1000, OverflowPolicy::DropOldest)
 ///     .build(MessageAdapter)?;
 /// assert_eq!(channel.id(), "news");
 /// # Ok::<(), eric_core::Error>(())
@@ -145,15 +144,12 @@ impl ChannelBuilder {
         self
     }
 
-    /// Bounds every listener's queue to `capacity` messages (at least 1).
-    pub fn capacity(mut self, capacity: usize) -> Self {
+    /// Bounds what each listener may have unread to `capacity` messages (at least 1;
+    /// broadcasts and dispatches counted apart), and says what happens to one more
+    /// ([`OverflowPolicy`]). Default: unbounded.
+    pub fn capacity(mut self, capacity: usize, overflow: OverflowPolicy) -> Self {
         self.capacity = Some(capacity);
-        self
-    }
-
-    /// What a full queue does with one more message (default: reject it).
-    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
-        self.overflow = policy;
+        self.overflow = overflow;
         self
     }
 
@@ -250,6 +246,12 @@ impl<A: Adapter> Channel<A> {
     /// How this channel's queues are configured.
     pub fn queue_config(&self) -> QueueConfig {
         self.shared.queue_config
+    }
+
+    /// How many recent broadcasts the channel keeps for listeners that resume (see
+    /// [`ChannelBuilder::replay`]).
+    pub fn replay(&self) -> usize {
+        self.shared.log.retain() as usize
     }
 
     /// Creates, registers and returns a default listener (eric-sse's `add_listener`).

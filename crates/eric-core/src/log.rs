@@ -104,6 +104,11 @@ impl BroadcastLog {
         }
     }
 
+    /// How many recent broadcasts it keeps for readers that resume.
+    pub(crate) fn retain(&self) -> u64 {
+        self.retain
+    }
+
     pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }

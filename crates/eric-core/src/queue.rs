@@ -96,7 +96,11 @@ pub struct QueueStats {
 }
 
 /// What a bounded queue does when a message arrives and it is full. Chosen per channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// In settings (JSON, say) it is `"reject"`, `"drop_oldest"` or `"disconnect"`; any
+/// other name is an error, never a silent default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum OverflowPolicy {
     /// Refuse the message: the producer gets a typed error

@@ -10,8 +10,7 @@ use support::{numbered, read_numbers};
 
 fn bounded(capacity: usize, policy: OverflowPolicy) -> Channel {
     Channel::builder()
-        .capacity(capacity)
-        .overflow(policy)
+        .capacity(capacity, policy)
         .build(MessageAdapter)
         .unwrap()
 }
@@ -187,8 +186,7 @@ fn closing_a_full_bounded_channel_loses_nothing_and_ends_its_streams() {
 #[test]
 fn reject_sees_a_listener_that_was_moved_back() {
     let channel = Channel::builder()
-        .capacity(4)
-        .overflow(OverflowPolicy::Reject)
+        .capacity(4, OverflowPolicy::Reject)
         .replay(64)
         .build(MessageAdapter)
         .unwrap();

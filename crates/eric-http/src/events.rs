@@ -8,27 +8,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use eric_persistence::EventStream;
 use eric_prefabs::{SseEvent, sse_comment};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::state::Metrics;
 
-pub(crate) type Events = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
-
 /// The wire bytes of a stream: each event encoded, a keep-alive comment whenever
 /// `keep_alive` passes with nothing to send (a timer, not a poll), and an in-band
 /// `_eric_error` event if the stream fails. Counts itself as an open stream while it
 /// lives, and each event as delivered.
 pub(crate) struct SseBody {
-    events: Events,
+    events: EventStream,
     keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
     metrics: Arc<Metrics>,
     done: bool,
 }
 
 impl SseBody {
-    pub(crate) fn new(events: Events, keep_alive: Option<Duration>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        events: EventStream,
+        keep_alive: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         metrics.open_streams.fetch_add(1, Ordering::Relaxed);
         SseBody {
             events,
@@ -57,7 +60,7 @@ impl Stream for SseBody {
             }
             Poll::Ready(Some(Err(err))) => {
                 this.done = true;
-                let data = serde_json::json!({ "error": err }).to_string();
+                let data = serde_json::json!({ "error": err.to_string() }).to_string();
                 let mut event = SseEvent::new(data);
                 if let Ok(typed) = event
                     .clone()

@@ -53,8 +53,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{delete, get, post, put};
-use eric_core::ChannelContainer;
-use eric_prefabs::SseAdapter;
+use eric_persistence::{MemoryChannels, SharedChannels, SseChannels};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -78,19 +77,26 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds to `addr` (`127.0.0.1:8000`, or port 0 for any free port).
+    /// Binds to `addr` (`127.0.0.1:8000`, or port 0 for any free port) and holds
+    /// channels in memory.
     pub async fn bind(addr: &str, config: HttpConfig) -> Result<Self> {
-        Self::bind_with_state(addr, AppState::new(config, ChannelContainer::new())).await
+        Self::bind_with_channels(addr, config, Arc::new(MemoryChannels::new())).await
     }
 
-    async fn bind_with_state(addr: &str, state: AppState) -> Result<Self> {
+    /// Binds to `addr` and serves `channels`, wherever they are held: every route calls
+    /// them alone ([`SseChannels`]), so the server behaves the same on each backend.
+    pub async fn bind_with_channels(
+        addr: &str,
+        config: HttpConfig,
+        channels: SharedChannels,
+    ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
             operation: "bind",
             source,
         })?;
         Ok(HttpServer {
             listener,
-            state: Arc::new(state),
+            state: Arc::new(AppState::new(config, channels)),
         })
     }
 
@@ -99,29 +105,17 @@ impl HttpServer {
     /// process's streams, in one order, with the same event ids, so a client resumes
     /// with `Last-Event-ID` on any of them. Listeners made with `/subscribe` are stored
     /// in Redis too: any process dispatches to them and streams them
-    /// (docs/SCALING.md).
-    ///
-    /// Keys are under `prefix` (`eric:` by default in `eric serve`).
+    /// (docs/SCALING.md). Keys are under `prefix` (`eric:` by default in `eric serve`).
+    #[cfg(feature = "redis")]
     pub async fn bind_cluster(
         addr: &str,
         config: HttpConfig,
         redis_url: &str,
         prefix: &str,
     ) -> Result<Self> {
-        let channels = Arc::new(ChannelContainer::new());
-        let settings = eric_persistence::ClusterSettings::default()
-            .replay(config.replay)
-            .capacity(config.capacity, config.overflow);
-        let cluster = eric_persistence::RedisCluster::connect_with_prefix(
-            redis_url,
-            prefix,
-            settings,
-            Arc::clone(&channels),
-        )
-        .await?;
-        let mut state = AppState::new(config, channels);
-        state.cluster = Some(cluster);
-        Self::bind_with_state(addr, state).await
+        let cluster =
+            eric_persistence::RedisCluster::connect_with_prefix(redis_url, prefix).await?;
+        Self::bind_with_channels(addr, config, Arc::new(cluster)).await
     }
 
     /// Binds to `addr` and keeps channels in `repository`: the stored ones are loaded
@@ -133,12 +127,12 @@ impl HttpServer {
         config: HttpConfig,
         repository: eric_persistence::SseChannelRepository,
     ) -> Result<Self> {
-        let channels = ChannelContainer::new();
-        let stored = eric_persistence::StoredChannels::load(repository, &channels).await?;
-        tracing::info!(channels = stored.len(), "loaded the stored channels");
-        let mut state = AppState::new(config, channels);
-        state.stored = Some(stored);
-        Self::bind_with_state(addr, state).await
+        let stored = eric_persistence::StoredChannels::load(repository).await?;
+        tracing::info!(
+            channels = stored.local().len(),
+            "loaded the stored channels"
+        );
+        Self::bind_with_channels(addr, config, Arc::new(stored)).await
     }
 
     /// The address it listens on.
@@ -149,8 +143,9 @@ impl HttpServer {
         })
     }
 
-    /// The channels it serves (to create or feed some from the same process).
-    pub fn channels(&self) -> &ChannelContainer<SseAdapter> {
+    /// The channels it serves (to create or feed some from the same process, through
+    /// the same backend as the routes).
+    pub fn channels(&self) -> &SharedChannels {
         &self.state.channels
     }
 
@@ -181,14 +176,7 @@ impl HttpServer {
             (config.header_read_timeout, config.shutdown_timeout);
         let on_shutdown = async move {
             state.gate.close().await;
-            for id in state.channels.ids() {
-                if let Ok(channel) = state.channels.get(&id) {
-                    channel.end_streams();
-                }
-            }
-            if let Some(stored) = &state.stored
-                && let Err(err) = stored.flush().await
-            {
+            if let Err(err) = state.channels.shutdown().await {
                 tracing::warn!(%err, "could not record what stored listeners read");
             }
         };

@@ -11,13 +11,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use eric_core::Message;
-use eric_prefabs::SseChannel;
-use futures_util::StreamExt;
+use eric_persistence::EventStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::events::{Events, SseBody};
+use crate::events::SseBody;
 use crate::state::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -49,14 +48,6 @@ fn channel_id(id: Option<&str>) -> Result<&str> {
     id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))
 }
 
-async fn channel(state: &AppState, id: Option<&str>) -> Result<SseChannel> {
-    let id = channel_id(id)?;
-    if let Some(cluster) = &state.cluster {
-        return Ok(cluster.serve(id).await?);
-    }
-    Ok(state.channels.get(id)?.into())
-}
-
 /// `PUT /create`: a channel, with the given `channel_id` (query or JSON body) or a
 /// fresh one. 201 `{"channel_id"}`; 409 if the id is taken.
 pub(crate) async fn create(
@@ -70,46 +61,14 @@ pub(crate) async fn create(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let id = query.channel_id.or(from_body);
-    let held = match &state.cluster {
-        Some(cluster) => cluster.len().await?,
-        None => state.channels.len(),
-    };
-    if held >= state.config.max_channels {
+    if state.channels.len().await? >= state.config.max_channels {
         return Err(Error::LimitReached(format!(
             "the server holds its maximum of {} channels",
             state.config.max_channels
         )));
     }
-    if let Some(cluster) = &state.cluster {
-        let id = cluster.create(id).await?;
-        return Ok((StatusCode::CREATED, Json(json!({"channel_id": id}))));
-    }
-    if let Some(stored) = &state.stored {
-        let mut settings = eric_persistence::ChannelSettings::default();
-        settings.id = id;
-        settings.replay = Some(state.config.replay);
-        settings.capacity = state.config.capacity;
-        settings.overflow =
-            Some(eric_persistence::record::overflow_name(state.config.overflow).to_owned());
-        let created = stored.create(settings, &state.channels).await?;
-        return Ok((
-            StatusCode::CREATED,
-            Json(json!({"channel_id": created.id()})),
-        ));
-    }
-    let mut builder = SseChannel::builder().replay(state.config.replay);
-    if let Some(capacity) = state.config.capacity {
-        builder = builder.capacity(capacity, state.config.overflow);
-    }
-    if let Some(id) = id {
-        builder = builder.id(id);
-    }
-    let channel = builder.build()?;
-    state.channels.register(channel.channel().clone())?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"channel_id": channel.id()})),
-    ))
+    let id = state.channels.create(state.channel_settings(id)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"channel_id": id}))))
 }
 
 /// `POST /subscribe?channel_id=`: a listener. `{"listener_id"}`.
@@ -117,19 +76,10 @@ pub(crate) async fn subscribe(
     State(state): Shared,
     Query(query): Query<ChannelQuery>,
 ) -> Result<Json<Value>> {
-    let channel = channel(&state, query.channel_id.as_deref()).await?;
-    room_for_a_listener(&state, &channel)?;
-    if let Some(cluster) = &state.cluster {
-        // Stored in Redis: any process can dispatch to it and stream it.
-        let listener = cluster.add_listener(channel.id(), None).await?;
-        return Ok(Json(json!({"listener_id": listener})));
-    }
-    if let Some(stored) = query.channel_id.as_deref().and_then(|id| state.stored(id)) {
-        let listener = stored.add_listener().await?;
-        return Ok(Json(json!({"listener_id": listener})));
-    }
-    let listener = channel.add_listener()?;
-    Ok(Json(json!({"listener_id": listener.id()})))
+    let channel = channel_id(query.channel_id.as_deref())?;
+    room_for_a_listener(&state, channel).await?;
+    let listener = state.channels.add_listener(channel).await?;
+    Ok(Json(json!({"listener_id": listener})))
 }
 
 /// `POST /broadcast?channel_id=` with `{"type", "payload"}`.
@@ -139,22 +89,13 @@ pub(crate) async fn broadcast(
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let publish = json_body(body)?;
+    let channel = channel_id(query.channel_id.as_deref())?;
     let message = Message::new(publish.message_type, publish.payload);
-    if let Some(cluster) = &state.cluster {
-        let id = channel_id(query.channel_id.as_deref())?;
-        // Listeners are counted by each process for itself: none is known here.
-        let published = cluster.publish(id, message).await?;
-        return Ok(Json(json!({"id": published.event_id, "listeners": null})));
-    }
-    let channel = channel(&state, query.channel_id.as_deref()).await?;
-    let report = match query.channel_id.as_deref().and_then(|id| state.stored(id)) {
-        Some(stored) => stored.broadcast(message).await?,
-        None => channel.broadcast(message)?,
-    };
-    Ok(Json(json!({
-        "id": channel.adapter().event_id(report.seq),
-        "listeners": report.delivered,
-    })))
+    let published = state.channels.broadcast(channel, message).await?;
+    // In a cluster, listeners are counted by each process for itself: null.
+    Ok(Json(
+        json!({"id": published.event_id, "listeners": published.listeners}),
+    ))
 }
 
 /// `POST /dispatch?channel_id=&listener_id=` with `{"type", "payload"}`.
@@ -168,17 +109,9 @@ pub(crate) async fn dispatch(
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
+    let channel = channel_id(query.channel_id.as_deref())?;
     let message = Message::new(publish.message_type, publish.payload);
-    if let Some(cluster) = &state.cluster {
-        let id = channel_id(query.channel_id.as_deref())?;
-        cluster.dispatch(id, listener, message).await?;
-        return Ok(Json(json!({"ok": true})));
-    }
-    let channel = channel(&state, query.channel_id.as_deref()).await?;
-    match state.stored(channel.id()) {
-        Some(stored) => stored.dispatch(listener, message).await?,
-        None => channel.dispatch(listener, message)?,
-    }
+    state.channels.dispatch(channel, listener, message).await?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -190,7 +123,7 @@ fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
         .or_else(|| query.last_event_id.clone())
 }
 
-fn sse_response(state: &AppState, events: Events) -> Response {
+fn sse_response(state: &AppState, events: EventStream) -> Response {
     let body = SseBody::new(events, state.config.keep_alive, Arc::clone(&state.metrics));
     // Sized for its three headers: hyper keeps a response's header map for the
     // connection's next request, so a default-sized one (six entries) would cost an idle
@@ -217,29 +150,10 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Result<Response> {
     let last = last_event_id(&headers, &query);
-    if let Some(cluster) = &state.cluster {
-        let events = cluster
-            .message_stream(&channel_id, &listener_id, last.as_deref())
-            .await?;
-        return Ok(sse_response(
-            &state,
-            Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
-        ));
-    }
-    let channel = channel(&state, Some(&channel_id)).await?;
-    let events: Events = match state.stored(&channel_id) {
-        // A stored listener: what it reads is recorded.
-        Some(stored) => Box::pin(
-            stored
-                .message_stream_resuming(&listener_id, last.as_deref())?
-                .map(|e| e.map_err(|err| err.to_string())),
-        ),
-        None => Box::pin(
-            channel
-                .message_stream_resuming(&listener_id, last.as_deref())?
-                .map(|e| e.map_err(|err| err.to_string())),
-        ),
-    };
+    let events = state
+        .channels
+        .message_stream(&channel_id, &listener_id, last.as_deref())
+        .await?;
     Ok(sse_response(&state, events))
 }
 
@@ -251,17 +165,13 @@ pub(crate) async fn events(
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let channel = channel(&state, Some(&channel_id)).await?;
-    room_for_a_listener(&state, &channel)?;
+    room_for_a_listener(&state, &channel_id).await?;
     let last = last_event_id(&headers, &query);
-    let events = match &state.cluster {
-        Some(cluster) => cluster.subscribe(&channel_id, last.as_deref()).await?,
-        None => channel.subscribe(last.as_deref())?,
-    };
-    Ok(sse_response(
-        &state,
-        Box::pin(events.map(|e| e.map_err(|err| err.to_string()))),
-    ))
+    let events = state
+        .channels
+        .subscribe(&channel_id, last.as_deref())
+        .await?;
+    Ok(sse_response(&state, events))
 }
 
 /// `DELETE /listener/{channel}/{listener}`: its stream ends. 204.
@@ -269,15 +179,10 @@ pub(crate) async fn remove_listener(
     State(state): Shared,
     Path((channel_id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    if let Some(cluster) = &state.cluster {
-        cluster.remove_listener(&channel_id, &listener_id).await?;
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    let channel = channel(&state, Some(&channel_id)).await?;
-    match state.stored(&channel_id) {
-        Some(stored) => stored.remove_listener(&listener_id).await?,
-        None => channel.remove_listener(&listener_id)?,
-    }
+    state
+        .channels
+        .remove_listener(&channel_id, &listener_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -286,20 +191,9 @@ pub(crate) async fn remove_channel(
     State(state): Shared,
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
-    // Removal closes the channel, so what it counted stops changing: keep it after.
-    // In cluster mode only this process's copy counted anything here, if it has one:
-    // there is no need to load the channel just to remove it.
-    let removed = match &state.cluster {
-        Some(_) => state.channels.get(&channel_id).ok(),
-        None => Some(state.channels.get(&channel_id)?),
-    };
-    match (&state.stored, &state.cluster) {
-        (Some(stored), _) => stored.remove(&channel_id, &state.channels).await?,
-        (None, Some(cluster)) => cluster.remove(&channel_id).await?,
-        (None, None) => {
-            state.channels.rm(&channel_id)?;
-        }
-    }
+    // Removal closes this process's copy, so what it counted stops changing: keep it.
+    let removed = state.channels.local().get(&channel_id).ok();
+    state.channels.remove(&channel_id).await?;
     if let Some(removed) = removed {
         state.metrics.retire(&removed.stats());
     }
@@ -308,10 +202,7 @@ pub(crate) async fn remove_channel(
 
 /// `GET /channels`: the ids.
 pub(crate) async fn channels(State(state): Shared) -> Result<Json<Vec<String>>> {
-    let mut ids = match &state.cluster {
-        Some(cluster) => cluster.ids().await?,
-        None => state.channels.ids(),
-    };
+    let mut ids = state.channels.ids().await?;
     ids.sort();
     Ok(Json(ids))
 }
@@ -363,12 +254,12 @@ pub(crate) async fn through_gate(state: Arc<AppState>, request: Request, next: N
     next.run(request).await
 }
 
-/// `LimitReached` when `channel` holds `max_listeners` already.
-fn room_for_a_listener(state: &AppState, channel: &SseChannel) -> Result<()> {
-    if channel.channel().listener_count() >= state.config.max_listeners {
+/// `LimitReached` when `channel` holds `max_listeners` already (on this process).
+async fn room_for_a_listener(state: &AppState, channel: &str) -> Result<()> {
+    let listeners = state.channels.info(channel).await?.stats.listeners;
+    if listeners >= state.config.max_listeners {
         return Err(Error::LimitReached(format!(
-            "channel {:?} holds its maximum of {} listeners",
-            channel.id(),
+            "channel {channel:?} holds its maximum of {} listeners",
             state.config.max_listeners
         )));
     }

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eric_core::{ChannelContainer, OverflowPolicy};
-use eric_prefabs::SseAdapter;
+use eric_core::OverflowPolicy;
+use eric_persistence::{ChannelSettings, SharedChannels};
 
 /// The default bound on what a listener may have unread: the default replay window, so
 /// that bounding costs no memory beyond what replay keeps anyway (a bounded channel keeps
@@ -128,11 +128,18 @@ impl HttpConfig {
         self
     }
 
-    /// Bounds what each listener may have unread (`None`: unbounded), and what happens
-    /// to one that goes over.
-    pub fn capacity(mut self, capacity: Option<usize>, overflow: OverflowPolicy) -> Self {
-        self.capacity = capacity;
+    /// Bounds what each listener of a channel created here may have unread, and says
+    /// what happens to one that goes over.
+    pub fn capacity(mut self, capacity: usize, overflow: OverflowPolicy) -> Self {
+        self.capacity = Some(capacity);
         self.overflow = overflow;
+        self
+    }
+
+    /// Lets listeners of channels created here have any number unread (eric-api's
+    /// behaviour, and its memory growth).
+    pub fn unbounded(mut self) -> Self {
+        self.capacity = None;
         self
     }
 
@@ -193,38 +200,40 @@ impl Gate {
 }
 
 pub(crate) struct AppState {
-    pub(crate) channels: std::sync::Arc<ChannelContainer<SseAdapter>>,
-    pub(crate) stored: Option<eric_persistence::StoredChannels>,
-    /// Cluster mode: channels shared through Redis with other processes.
-    pub(crate) cluster: Option<eric_persistence::RedisCluster>,
+    /// Every channel, wherever the backend holds them: the one thing routes call.
+    pub(crate) channels: SharedChannels,
     pub(crate) config: HttpConfig,
     pub(crate) metrics: std::sync::Arc<Metrics>,
     pub(crate) gate: Gate,
 }
 
 impl AppState {
-    /// A server's state over `channels`, with neither stored channels nor a cluster.
-    pub(crate) fn new(
-        config: HttpConfig,
-        channels: impl Into<std::sync::Arc<ChannelContainer<SseAdapter>>>,
-    ) -> Self {
+    /// A server's state over `channels`.
+    pub(crate) fn new(config: HttpConfig, channels: SharedChannels) -> Self {
         AppState {
-            channels: channels.into(),
-            stored: None,
-            cluster: None,
+            channels,
             config,
             metrics: std::sync::Arc::new(Metrics::default()),
             gate: Gate::default(),
         }
     }
 
-    /// A stored channel by id, when the server keeps channels in a repository.
-    pub(crate) fn stored(&self, id: &str) -> Option<eric_persistence::PersistentSseChannel> {
-        self.stored.as_ref().and_then(|s| s.get(id))
+    /// The settings of a channel created here: the server's, with `id` if given.
+    pub(crate) fn channel_settings(&self, id: Option<String>) -> ChannelSettings {
+        let config = &self.config;
+        let mut settings = ChannelSettings::default().replay(config.replay);
+        if let Some(capacity) = config.capacity {
+            settings = settings.capacity(capacity, config.overflow);
+        }
+        match id {
+            Some(id) => settings.id(id),
+            None => settings,
+        }
     }
 
     pub(crate) fn metrics_text(&self) -> String {
-        let ids = self.channels.ids();
+        let local = self.channels.local();
+        let ids = local.ids();
         let [dropped, rejected, disconnected] = self
             .metrics
             .retired
@@ -233,7 +242,7 @@ impl AppState {
         let (mut listeners, mut dropped, mut rejected, mut disconnected) =
             (0u64, dropped, rejected, disconnected);
         for id in &ids {
-            if let Ok(channel) = self.channels.get(id) {
+            if let Ok(channel) = local.get(id) {
                 let stats = channel.stats();
                 listeners += stats.listeners as u64;
                 dropped += stats.dropped;

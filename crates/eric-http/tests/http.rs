@@ -238,7 +238,7 @@ async fn a_reconnecting_event_source_resumes_with_last_event_id() {
     // at the replay window so that 300 broadcasts are more than it keeps.
     let config = HttpConfig::default()
         .replay(64)
-        .capacity(Some(64), OverflowPolicy::Disconnect);
+        .capacity(64, OverflowPolicy::Disconnect);
     let server = start(config).await;
     let channel = server.create().await;
     let path = format!("/channels/{channel}/events");
@@ -590,7 +590,7 @@ async fn a_client_that_connects_and_sends_nothing_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_get_everything() {
     let capacity = 64;
-    let config = HttpConfig::default().capacity(Some(capacity), OverflowPolicy::Disconnect);
+    let config = HttpConfig::default().capacity(capacity, OverflowPolicy::Disconnect);
     let server = start(config).await;
     let channel = server.create().await;
     // Subscribed, never streamed: everything broadcast waits for it.
@@ -660,7 +660,7 @@ async fn a_client_that_stops_reading_its_socket_is_disconnected() {
 
     let config = HttpConfig::default()
         .keep_alive(None)
-        .capacity(Some(64), OverflowPolicy::Disconnect);
+        .capacity(64, OverflowPolicy::Disconnect);
     let server = start(config).await;
     let channel = server.create().await;
     let mut reader = server

@@ -46,7 +46,17 @@ pub enum Error {
     /// An error from eric-core.
     #[error(transparent)]
     Core(#[from] eric_core::Error),
-    /// An error from eric-prefabs.
+    /// An error from eric-prefabs other than eric-core's (which are always
+    /// [`Error::Core`]: one path for each error).
     #[error(transparent)]
-    Prefab(#[from] eric_prefabs::Error),
+    Prefab(eric_prefabs::Error),
+}
+
+impl From<eric_prefabs::Error> for Error {
+    fn from(err: eric_prefabs::Error) -> Self {
+        match err {
+            eric_prefabs::Error::Core(err) => Error::Core(err),
+            other => Error::Prefab(other),
+        }
+    }
 }

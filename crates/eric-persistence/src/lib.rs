@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod channels;
 #[cfg(feature = "redis")]
 mod cluster;
 mod error;
@@ -40,13 +41,17 @@ mod repository;
 mod storage;
 mod stored;
 
+pub use channels::{
+    ChannelInfo, ChannelSettings, EventStream, MemoryChannels, Published, SharedChannels,
+    SseChannels,
+};
 #[cfg(feature = "redis")]
-pub use cluster::{ClusterSettings, ListenerStream, Published, RedisCluster};
+pub use cluster::RedisCluster;
 pub use error::{Error, Result};
 pub use key::Keys;
 pub use persistent::{PersistentSseChannel, PersistentStream};
 #[cfg(feature = "redis")]
 pub use redis_storage::RedisStorage;
-pub use repository::{ChannelSettings, SseChannelRepository};
+pub use repository::SseChannelRepository;
 pub use storage::{InMemoryStorage, KvStorage};
 pub use stored::StoredChannels;

@@ -25,12 +25,25 @@ pub struct ChannelRecord {
     pub replay: usize,
     /// Per-listener bound, if any.
     pub capacity: Option<usize>,
-    /// Overflow policy: `reject`, `drop_oldest` or `disconnect`.
-    pub overflow: String,
+    /// Overflow policy (stored as `reject`, `drop_oldest` or `disconnect`).
+    pub overflow: OverflowPolicy,
     /// A lower bound of the next broadcast's sequence number, for when every stored
     /// broadcast was trimmed away.
     #[serde(default)]
     pub next_seq: u64,
+}
+
+impl ChannelRecord {
+    /// The settings it was created with.
+    pub fn settings(&self) -> crate::ChannelSettings {
+        let settings = crate::ChannelSettings::with_id(self.id.clone())
+            .retry_ms(self.retry_ms)
+            .replay(self.replay);
+        match self.capacity {
+            Some(capacity) => settings.capacity(capacity, self.overflow),
+            None => settings,
+        }
+    }
 }
 
 /// A stored listener and how far it has read.
@@ -99,24 +112,6 @@ impl MessageRecord {
             .into(),
             _ => Message::new(self.message_type.clone(), self.payload.clone()),
         }
-    }
-}
-
-/// The stored name of an overflow policy (what [`ChannelSettings`](crate::ChannelSettings)
-/// takes as `overflow`).
-pub fn overflow_name(policy: OverflowPolicy) -> &'static str {
-    match policy {
-        OverflowPolicy::DropOldest => "drop_oldest",
-        OverflowPolicy::Disconnect => "disconnect",
-        _ => "reject",
-    }
-}
-
-pub(crate) fn overflow_policy(name: &str) -> OverflowPolicy {
-    match name {
-        "drop_oldest" => OverflowPolicy::DropOldest,
-        "disconnect" => OverflowPolicy::Disconnect,
-        _ => OverflowPolicy::Reject,
     }
 }
 

@@ -3,45 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eric_core::QueueEntry;
-use eric_prefabs::{DEFAULT_REPLAY, DEFAULT_RETRY_MS, SseChannel};
-use serde::{Deserialize, Serialize};
-
+use crate::channels::ChannelSettings;
 use crate::error::{Error, Result};
 use crate::persistent::{ChannelKeys, PersistentSseChannel, Progress, trailing_number};
-use crate::record::{
-    ChannelRecord, ListenerRecord, MessageRecord, RECORD_VERSION, decode, encode, overflow_name,
-    overflow_policy,
-};
+use crate::record::{ChannelRecord, ListenerRecord, MessageRecord, RECORD_VERSION, decode, encode};
 use crate::storage::KvStorage;
-
-/// The settings of a new stored channel (eric-sse's `channel_data`). Deserializes from
-/// JSON with every field optional.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct ChannelSettings {
-    /// The channel id (a fresh UUID v4 if absent).
-    pub id: Option<String>,
-    /// Reconnection time sent with events (default 5 ms, as eric-sse).
-    pub retry_ms: Option<u64>,
-    /// Broadcasts kept for resuming clients (default 1024).
-    pub replay: Option<usize>,
-    /// Per-listener bound, if any.
-    pub capacity: Option<usize>,
-    /// Overflow policy when bounded: `reject` (default), `drop_oldest`, `disconnect`.
-    pub overflow: Option<String>,
-}
-
-impl ChannelSettings {
-    /// Settings with this id.
-    pub fn with_id(id: impl Into<String>) -> Self {
-        ChannelSettings {
-            id: Some(id.into()),
-            ..Self::default()
-        }
-    }
-}
+use eric_core::QueueEntry;
 
 /// Creates, loads and deletes stored SSE channels (eric-sse's `SSEChannelRepository`):
 /// a process persists its channels and reloads them at start.
@@ -95,17 +62,7 @@ impl SseChannelRepository {
     /// Creates and stores a channel (eric-sse's `create(channel_data)`);
     /// [`eric_core::Error::DuplicateChannel`] if one with this id is stored.
     pub async fn create(&self, settings: ChannelSettings) -> Result<PersistentSseChannel> {
-        let mut builder = SseChannel::builder()
-            .retry_ms(settings.retry_ms.unwrap_or(DEFAULT_RETRY_MS))
-            .replay(settings.replay.unwrap_or(DEFAULT_REPLAY));
-        if let Some(id) = &settings.id {
-            builder = builder.id(id.clone());
-        }
-        let overflow = overflow_policy(settings.overflow.as_deref().unwrap_or("reject"));
-        if let Some(capacity) = settings.capacity {
-            builder = builder.capacity(capacity, overflow);
-        }
-        let sse = builder.build()?;
+        let sse = settings.sse_builder().build()?;
         let keys = ChannelKeys::new(Arc::clone(&self.storage), sse.id());
         if self.storage.fetch_one(&keys.channel()).await?.is_some() {
             return Err(eric_core::Error::DuplicateChannel {
@@ -118,9 +75,9 @@ impl SseChannelRepository {
             id: sse.id().to_owned(),
             epoch: sse.adapter().epoch().to_owned(),
             retry_ms: sse.adapter().retry_ms(),
-            replay: settings.replay.unwrap_or(DEFAULT_REPLAY),
+            replay: settings.replay_or_default(),
             capacity: settings.capacity,
-            overflow: overflow_name(overflow).to_owned(),
+            overflow: settings.overflow_or_default(),
             next_seq: 0,
         };
         self.storage
@@ -197,16 +154,12 @@ impl SseChannelRepository {
             .max(record.next_seq)
             .max(listeners.iter().map(|l| l.cursor).max().unwrap_or(0));
 
-        let mut builder = SseChannel::builder()
-            .id(record.id.clone())
+        let sse = record
+            .settings()
+            .sse_builder()
             .epoch(record.epoch.clone())
-            .retry_ms(record.retry_ms)
-            .replay(record.replay)
-            .first_seq(first.unwrap_or(head));
-        if let Some(capacity) = record.capacity {
-            builder = builder.capacity(capacity, overflow_policy(&record.overflow));
-        }
-        let sse = builder.build()?;
+            .first_seq(first.unwrap_or(head))
+            .build()?;
         let channel = sse.channel();
         // The log first, with no listener yet, so a bounded channel refuses nothing.
         for (seq, entry) in &log {

@@ -1,30 +1,55 @@
-//! The stored channels a server serves: kept in a repository, served from a container.
+//! [`StoredChannels`]: SSE channels kept in a repository, served from memory.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use eric_core::ChannelContainer;
+use async_trait::async_trait;
+use eric_core::{ChannelContainer, Message};
 use eric_prefabs::SseAdapter;
 
-use crate::error::Result;
+use crate::channels::{
+    ChannelInfo, ChannelSettings, EventStream, Published, SseChannels, boxed, local_channel,
+    published,
+};
+use crate::error::{Error, Result};
 use crate::persistent::PersistentSseChannel;
-use crate::repository::{ChannelSettings, SseChannelRepository};
+use crate::repository::SseChannelRepository;
 
-/// The stored channels of a server: each kept in `repository`, and its in-memory side
-/// registered in the server's [`ChannelContainer`], so that a server looks channels up
-/// one way whether they are stored or not. Creating and removing go through here, which
-/// keeps the repository, the container and this set in step.
+/// SSE channels kept in a repository (any [`KvStorage`](crate::KvStorage): Redis, or
+/// memory for tests), served from this process's memory: channels, listeners made with
+/// [`add_listener`](SseChannels::add_listener) and what they have not read survive a
+/// restart; what `broadcast`, `dispatch`, `create` and `add_listener` acknowledge is
+/// stored first. Listeners of [`subscribe`](SseChannels::subscribe) streams are this
+/// process's alone.
+///
+/// ```
+/// use eric_core::Message;
+/// use eric_persistence::{ChannelSettings, InMemoryStorage, SseChannelRepository, SseChannels, StoredChannels};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eric_persistence::Result<()> {
+/// let repository = SseChannelRepository::new(InMemoryStorage::new());
+/// let channels = StoredChannels::load(repository.clone()).await?;
+/// let id = channels.create(ChannelSettings::with_id("news")).await?;
+/// let listener = channels.add_listener(&id).await?;
+/// channels.dispatch(&id, &listener, Message::new("task", 1)).await?;
+///
+/// // A process started later on the same storage finds the listener and its task.
+/// let later = StoredChannels::load(repository).await?;
+/// assert_eq!(later.info(&id).await?.stats.listeners, 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct StoredChannels {
     repository: SseChannelRepository,
     channels: RwLock<HashMap<String, PersistentSseChannel>>,
+    container: Arc<ChannelContainer<SseAdapter>>,
 }
 
 impl StoredChannels {
-    /// Loads every channel stored in `repository` and registers it in `container`.
-    pub async fn load(
-        repository: SseChannelRepository,
-        container: &ChannelContainer<SseAdapter>,
-    ) -> Result<Self> {
+    /// Loads every channel stored in `repository`.
+    pub async fn load(repository: SseChannelRepository) -> Result<Self> {
+        let container = Arc::new(ChannelContainer::new());
         let mut channels = HashMap::new();
         for channel in repository.load_all().await? {
             container.register(channel.sse().channel().clone())?;
@@ -33,6 +58,7 @@ impl StoredChannels {
         Ok(StoredChannels {
             repository,
             channels: RwLock::new(channels),
+            container,
         })
     }
 
@@ -45,17 +71,10 @@ impl StoredChannels {
             .cloned()
     }
 
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.channels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn stored(&self, id: &str) -> Result<PersistentSseChannel> {
+        self.get(id).ok_or_else(|| Error::ChannelNotFound {
+            channel_id: id.to_owned(),
+        })
     }
 
     /// Waits until what every stored listener has read so far is recorded (a server
@@ -73,31 +92,90 @@ impl StoredChannels {
         }
         Ok(())
     }
+}
 
-    /// Creates and stores a channel, and registers it in `container`.
-    pub async fn create(
-        &self,
-        settings: ChannelSettings,
-        container: &ChannelContainer<SseAdapter>,
-    ) -> Result<PersistentSseChannel> {
+#[async_trait]
+impl SseChannels for StoredChannels {
+    async fn create(&self, settings: ChannelSettings) -> Result<String> {
         let created = self.repository.create(settings).await?;
-        container.register(created.sse().channel().clone())?;
+        self.container.register(created.sse().channel().clone())?;
+        let id = created.id().to_owned();
         self.channels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(created.id().to_owned(), created.clone());
-        Ok(created)
+            .insert(id.clone(), created);
+        Ok(id)
     }
 
-    /// Removes a channel from `container` (its streams get the closed message) and
-    /// deletes everything stored for it.
-    pub async fn remove(&self, id: &str, container: &ChannelContainer<SseAdapter>) -> Result<()> {
-        container.rm(id)?;
+    async fn remove(&self, channel_id: &str) -> Result<()> {
+        self.stored(channel_id)?;
+        let _ = self.container.rm(channel_id);
         self.channels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-        self.repository.delete(id).await
+            .remove(channel_id);
+        self.repository.delete(channel_id).await
+    }
+
+    async fn ids(&self) -> Result<Vec<String>> {
+        Ok(self.container.ids())
+    }
+
+    async fn len(&self) -> Result<usize> {
+        Ok(self.container.len())
+    }
+
+    async fn info(&self, channel_id: &str) -> Result<ChannelInfo> {
+        Ok(ChannelInfo::of(self.stored(channel_id)?.sse()))
+    }
+
+    async fn add_listener(&self, channel_id: &str) -> Result<String> {
+        self.stored(channel_id)?.add_listener().await
+    }
+
+    async fn remove_listener(&self, channel_id: &str, listener_id: &str) -> Result<()> {
+        self.stored(channel_id)?.remove_listener(listener_id).await
+    }
+
+    async fn broadcast(&self, channel_id: &str, msg: Message) -> Result<Published> {
+        let channel = self.stored(channel_id)?;
+        let report = channel.broadcast(msg).await?;
+        Ok(published(channel.sse(), &report))
+    }
+
+    async fn dispatch(&self, channel_id: &str, listener_id: &str, msg: Message) -> Result<()> {
+        self.stored(channel_id)?.dispatch(listener_id, msg).await
+    }
+
+    async fn message_stream(
+        &self,
+        channel_id: &str,
+        listener_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream> {
+        let channel = self.stored(channel_id)?;
+        Ok(boxed(
+            channel.message_stream_resuming(listener_id, last_event_id)?,
+        ))
+    }
+
+    async fn subscribe(
+        &self,
+        channel_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream> {
+        Ok(boxed(
+            local_channel(&self.container, channel_id)?.subscribe(last_event_id)?,
+        ))
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        crate::channels::end_streams(&self.container);
+        self.flush().await
+    }
+
+    fn local(&self) -> &ChannelContainer<SseAdapter> {
+        &self.container
     }
 }
 
@@ -105,7 +183,7 @@ impl std::fmt::Debug for StoredChannels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredChannels")
             .field("repository", &self.repository)
-            .field("channels", &self.len())
+            .field("channels", &self.container.len())
             .finish()
     }
 }

@@ -216,7 +216,7 @@ impl SseChannelBuilder {
             builder = builder.id(id);
         }
         if let Some((capacity, overflow)) = self.capacity {
-            builder = builder.capacity(capacity).overflow(overflow);
+            builder = builder.capacity(capacity, overflow);
         }
         if let Some(factory) = self.factory {
             builder = factory(builder);

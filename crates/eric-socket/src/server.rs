@@ -4,17 +4,15 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use eric_core::ChannelContainer;
 use eric_persistence::{
-    ChannelSettings, PersistentSseChannel, SseChannelRepository, StoredChannels,
+    ChannelSettings, MemoryChannels, SharedChannels, SseChannelRepository, SseChannels,
+    StoredChannels,
 };
-use eric_prefabs::{SseAdapter, SseChannel, SseEvent};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -68,9 +66,8 @@ impl SocketServerConfig {
 
 /// What the server's connections share.
 struct State {
-    // Every channel's in-memory side; stored channels are also in `stored`.
-    channels: ChannelContainer<SseAdapter>,
-    stored: Option<StoredChannels>,
+    /// Every channel, wherever the backend holds them: the one thing commands call.
+    channels: SharedChannels,
     active_streams: AtomicUsize,
     config: SocketServerConfig,
 }
@@ -88,7 +85,7 @@ impl ServerHandle {
     }
 
     /// The channels.
-    pub fn channels(&self) -> &ChannelContainer<SseAdapter> {
+    pub fn channels(&self) -> &SharedChannels {
         &self.state.channels
     }
 }
@@ -96,7 +93,7 @@ impl ServerHandle {
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("channels", &self.state.channels.len())
+            .field("channels", &self.state.channels.local().len())
             .field("active_streams", &self.active_streams())
             .finish()
     }
@@ -125,14 +122,25 @@ impl std::fmt::Debug for SocketServer {
 }
 
 impl SocketServer {
-    /// Binds to `path` with the default limits.
+    /// Binds to `path` with the default limits, channels in memory.
     pub async fn bind(path: impl AsRef<Path>) -> Result<Self> {
         Self::bind_with(path, SocketServerConfig::default()).await
     }
 
-    /// Binds to `path`: replaces a stale socket file left by a crashed server, refuses
-    /// if a server answers there or if the path is not a socket.
+    /// Binds to `path`, channels in memory (see [`bind_with_channels`](Self::bind_with_channels)).
     pub async fn bind_with(path: impl AsRef<Path>, config: SocketServerConfig) -> Result<Self> {
+        Self::bind_with_channels(path, config, Arc::new(MemoryChannels::new())).await
+    }
+
+    /// Binds to `path` and serves `channels`, wherever they are held (memory, a
+    /// repository, a cluster: [`SseChannels`]). Replaces a stale socket file left by a
+    /// crashed server, refuses if a server answers there or if the path is not a
+    /// socket.
+    pub async fn bind_with_channels(
+        path: impl AsRef<Path>,
+        config: SocketServerConfig,
+        channels: SharedChannels,
+    ) -> Result<Self> {
         let path = path.as_ref().to_owned();
         if let Ok(metadata) = std::fs::symlink_metadata(&path) {
             if !metadata.file_type().is_socket() {
@@ -163,8 +171,7 @@ impl SocketServer {
             listener,
             path,
             state: Arc::new(State {
-                channels: ChannelContainer::new(),
-                stored: None,
+                channels,
                 active_streams: AtomicUsize::new(0),
                 config,
             }),
@@ -179,18 +186,12 @@ impl SocketServer {
         config: SocketServerConfig,
         repository: SseChannelRepository,
     ) -> Result<Self> {
-        let channels = ChannelContainer::new();
-        let stored = StoredChannels::load(repository, &channels).await?;
-        tracing::info!(channels = stored.len(), "loaded the stored channels");
-        let mut server = Self::bind_with(path, config).await?;
-        let config = server.state.config.clone();
-        server.state = Arc::new(State {
-            channels,
-            stored: Some(stored),
-            active_streams: AtomicUsize::new(0),
-            config,
-        });
-        Ok(server)
+        let stored = StoredChannels::load(repository).await?;
+        tracing::info!(
+            channels = stored.local().len(),
+            "loaded the stored channels"
+        );
+        Self::bind_with_channels(path, config, Arc::new(stored)).await
     }
 
     /// The socket path.
@@ -233,8 +234,11 @@ impl SocketServer {
         }
         tracing::info!(path = ?self.path, "shutting down");
         let _ = stop.send(true);
-        for id in self.state.channels.ids() {
-            if let Ok(channel) = self.state.channels.get(&id) {
+        // eric-sse's clients read the closed message as the end: streams get it. Only
+        // this process's copies close; stored and cluster channels go on elsewhere.
+        let local = self.state.channels.local();
+        for id in local.ids() {
+            if let Ok(channel) = local.get(&id) {
                 channel.close();
             }
         }
@@ -245,6 +249,10 @@ impl SocketServer {
         .await;
         if drained.is_err() {
             connections.abort_all();
+        }
+        // Last: records what stored listeners read (their streams have ended).
+        if let Err(err) = self.state.channels.shutdown().await {
+            tracing::warn!(%err, "could not record what stored listeners read");
         }
         std::fs::remove_file(&self.path).map_err(|e| Error::io("remove socket", &self.path, e))
     }
@@ -323,9 +331,8 @@ async fn read_request(stream: &mut UnixStream, limit: usize) -> Result<Vec<u8>, 
     }
 }
 
-fn channel(state: &State, request: &Request) -> Result<SseChannel, ErrorReply> {
-    let id = request.channel_id.as_deref().unwrap_or_default();
-    Ok(state.channels.get(id)?.into())
+fn channel_id(request: &Request) -> &str {
+    request.channel_id.as_deref().unwrap_or_default()
 }
 
 fn receiver(request: &Request) -> Result<&str, ErrorReply> {
@@ -333,12 +340,6 @@ fn receiver(request: &Request) -> Result<&str, ErrorReply> {
         .receiver_id
         .as_deref()
         .ok_or_else(|| ErrorReply::format("missing receiver 'r'"))
-}
-
-/// A channel of a stored server, by the request's `c`.
-fn stored_channel(state: &State, request: &Request) -> Option<PersistentSseChannel> {
-    let stored = state.stored.as_ref()?;
-    stored.get(request.channel_id.as_deref().unwrap_or_default())
 }
 
 /// eric-sse raises this one without a message when listening to an unknown listener.
@@ -367,77 +368,36 @@ async fn execute(state: &State, request: &Request) -> Result<String, ErrorReply>
             .clone()
             .ok_or_else(|| ErrorReply::format("missing message type 't'"))
     };
-    if let Some(stored) = &state.stored {
-        match request.verb {
-            Verb::CreateChannel => {
-                let created = stored
-                    .create(ChannelSettings::default(), &state.channels)
-                    .await?;
-                return Ok(created.id().to_owned());
-            }
-            Verb::RemoveChannel => {
-                let id = request.channel_id.as_deref().unwrap_or_default();
-                stored.remove(id, &state.channels).await?;
-                return Ok(ACK.to_owned());
-            }
-            _ => {}
-        }
-        if let Some(channel) = stored_channel(state, request) {
-            return Ok(match request.verb {
-                Verb::Register => channel.add_listener().await?,
-                Verb::Dispatch => {
-                    let listener = receiver(request)?;
-                    channel
-                        .dispatch(listener, message()?)
-                        .await
-                        .map_err(|err| dispatch_reply(listener)(err.into()))?;
-                    ACK.to_owned()
-                }
-                Verb::Broadcast => {
-                    channel.broadcast(message()?).await?;
-                    ACK.to_owned()
-                }
-                Verb::RemoveListener => {
-                    channel.remove_listener(receiver(request)?).await?;
-                    ACK.to_owned()
-                }
-                _ => return Err(ErrorReply::format("a stream verb")),
-            });
-        }
-    }
+    let channels = &state.channels;
+    let channel = channel_id(request);
     Ok(match request.verb {
-        Verb::CreateChannel => {
-            let created = SseChannel::new();
-            state.channels.register(created.channel().clone())?;
-            created.id().to_owned()
-        }
-        Verb::Register => channel(state, request)?.add_listener()?.id().to_owned(),
+        Verb::CreateChannel => channels.create(ChannelSettings::default()).await?,
+        Verb::Register => channels.add_listener(channel).await?,
         Verb::Dispatch => {
             let listener = receiver(request)?;
-            channel(state, request)?
-                .dispatch(listener, message()?)
+            channels
+                .dispatch(channel, listener, message()?)
+                .await
                 .map_err(|err| dispatch_reply(listener)(err.into()))?;
             ACK.to_owned()
         }
         Verb::Broadcast => {
-            channel(state, request)?.broadcast(message()?)?;
+            channels.broadcast(channel, message()?).await?;
             ACK.to_owned()
         }
         Verb::RemoveListener => {
-            channel(state, request)?.remove_listener(receiver(request)?)?;
+            channels
+                .remove_listener(channel, receiver(request)?)
+                .await?;
             ACK.to_owned()
         }
         Verb::RemoveChannel => {
-            state
-                .channels
-                .rm(request.channel_id.as_deref().unwrap_or_default())?;
+            channels.remove(channel).await?;
             ACK.to_owned()
         }
         Verb::Listen | Verb::Watch => return Err(ErrorReply::format("a stream verb")),
     })
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
 
 /// The stream verbs: one JSON line per message until the stream ends, the client goes
 /// away, or the server shuts down.
@@ -447,52 +407,44 @@ async fn stream_to(
     request: &Request,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let opened: Result<(EventStream, u64), ErrorReply> = (|| {
-        let channel = channel(state, request)?;
-        let retry = channel.adapter().retry_ms();
-        let events: EventStream = match request.verb {
-            Verb::Listen => {
-                let listener = receiver(request)?;
-                match stored_channel(state, request) {
-                    // A stored listener: what it reads is recorded.
-                    Some(stored) => Box::pin(
-                        stored
-                            .message_stream(listener)
-                            .map_err(|err| listen_reply(err.into()))?
-                            .map(|e| e.map_err(|err| err.to_string())),
-                    ),
-                    None => Box::pin(
-                        channel
-                            .message_stream(listener)
-                            .map_err(|err| listen_reply(err.into()))?
-                            .map(|e| e.map_err(|err| err.to_string())),
-                    ),
-                }
-            }
-            _ => Box::pin(
-                channel
-                    .subscribe(None)?
-                    .map(|e| e.map_err(|err| err.to_string())),
-            ),
-        };
-        Ok((events, retry))
-    })();
-    let (mut events, retry) = match opened {
-        Ok(opened) => opened,
+    let channels = &state.channels;
+    let opened = match request.verb {
+        Verb::Listen => match receiver(request) {
+            Ok(listener) => channels
+                .message_stream(channel_id(request), listener, None)
+                .await
+                .map_err(|err| listen_reply(err.into())),
+            Err(reply) => Err(reply),
+        },
+        _ => channels
+            .subscribe(channel_id(request), None)
+            .await
+            .map_err(ErrorReply::from),
+    };
+    let mut events = match opened {
+        Ok(events) => events,
         Err(err) => return stream.write_all(err.to_string().as_bytes()).await,
     };
     state.active_streams.fetch_add(1, Ordering::AcqRel);
     let _open = StreamGuard(&state.active_streams);
     let hang_up = HangUpWatch::new(stream);
+    // Each event carries its channel's reconnection time; an error line before any
+    // event says eric-sse's default.
+    let mut retry = eric_prefabs::DEFAULT_RETRY_MS;
     loop {
         tokio::select! {
             event = events.next() => {
                 let line = match event {
                     Some(Ok(event)) => {
                         let data: Value = serde_json::from_str(event.data()).unwrap_or(Value::Null);
+                        retry = event.retry().unwrap_or(retry);
                         stream_line(event.event().unwrap_or("message"), retry, &data)
                     }
-                    Some(Err(err)) => stream_line(eric_core::MESSAGE_TYPE_INTERNAL_ERROR, retry, &Value::String(err)),
+                    Some(Err(err)) => stream_line(
+                        eric_core::MESSAGE_TYPE_INTERNAL_ERROR,
+                        retry,
+                        &Value::String(err.to_string()),
+                    ),
                     None => return Ok(()),
                 };
                 stream.write_all(line.as_bytes()).await?;

@@ -7,13 +7,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-
-const ERIC_SSE: &str = "eric-sse==2.1.1.2";
 
 /// The scenario, in Python with eric-sse's SocketClient. Ids are replaced by
 /// placeholders; error replies are kept whole (compared by name below).
@@ -61,38 +59,6 @@ async def main(path):
 asyncio.run(main(sys.argv[1]))
 "#;
 
-fn venv() -> Option<PathBuf> {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: python3 is not installed, so eric-sse's Python client cannot run");
-        return None;
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-eric-sse");
-    let python = dir.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import eric_sse.clients"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ready {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(dir.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                ERIC_SSE,
-            ])
-            .status()
-            .unwrap();
-        assert!(installed.success(), "pip install {ERIC_SSE} failed");
-    }
-    Some(python)
-}
-
 fn run_scenario(python: &Path, socket: &Path) -> Value {
     let out = Command::new(python)
         .args(["-c", SCENARIO])
@@ -120,7 +86,9 @@ fn comparable(mut results: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eric_sse_socket_client_gets_the_same_results_from_eric_as_from_eric_sse() {
-    let Some(python) = venv() else { return };
+    let Some(python) = support::python::venv() else {
+        return;
+    };
 
     let ours = support::Running::start().await;
     let python_for_ours = python.clone();

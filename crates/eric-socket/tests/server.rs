@@ -84,7 +84,7 @@ async fn every_verb_does_what_eric_sse_does() {
     server
         .eventually("streams freed", |h| h.active_streams() == 0)
         .await;
-    assert!(server.handle.channels().is_empty());
+    assert!(server.handle.channels().local().is_empty());
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn a_client_hanging_up_mid_stream_frees_its_stream_and_watch_listener() {
     server
         .eventually("two streams open", |h| h.active_streams() == 2)
         .await;
-    let core = server.handle.channels().get(&channel).unwrap();
+    let core = server.handle.channels().local().get(&channel).unwrap();
     assert_eq!(core.listener_count(), 2);
 
     // Idle streams: nothing is being written when the clients go.

@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+pub mod python;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
