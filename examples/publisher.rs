@@ -24,7 +24,7 @@ fn main() {
     publisher.publish(json!({"alert": "server restarting soon"}), "alerts");
 
     let names: Vec<_> = publisher
-        .get_subscribers("chat")
+        .subscribers("chat")
         .into_iter()
         .map(|s| s.properties["name"].clone())
         .collect();
@@ -37,6 +37,6 @@ fn main() {
     drop(ana);
     println!(
         "after Ana leaves: {} subscriber(s) of chat",
-        publisher.get_subscribers("chat").len()
+        publisher.subscribers("chat").len()
     );
 }

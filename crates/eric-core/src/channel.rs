@@ -1,13 +1,13 @@
 //! Channels: listeners, their queues, and the delivery of messages to them.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use crate::adapter::{Adapter, Delivery, MessageAdapter};
+use crate::channel_shared::Shared;
 use crate::connection::{
-    Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory, Next,
+    Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory,
 };
 use crate::error::{Error, Result, validate_id};
 use crate::listener::{Listener, MessageQueueListener};
@@ -47,29 +47,6 @@ use crate::stream::MessageStream;
 /// ```
 pub struct Channel<A = MessageAdapter> {
     shared: Arc<Shared<A>>,
-}
-
-struct Shared<A> {
-    id: Arc<str>,
-    adapter: A,
-    factory: Arc<dyn ConnectionsFactory>,
-    queue_config: QueueConfig,
-    connections: RwLock<HashMap<Arc<str>, Connection>>,
-    // One copy of each broadcast, read by every listener at its own cursor.
-    log: BroadcastLog,
-    // Serializes appends to the log with their overflow checks, and with `close`.
-    broadcast_order: Mutex<()>,
-    // No listener's cursor is below this: a lower bound that spares bounded channels a
-    // scan of every listener on each broadcast.
-    position_floor: AtomicU64,
-    closed: AtomicBool,
-    // The closed marker's sequence number, once it is in the log.
-    closed_at: OnceLock<u64>,
-    // The map's length, readable without its lock (every broadcast reports it).
-    listener_count: AtomicUsize,
-    dropped: AtomicU64,
-    rejected: AtomicU64,
-    disconnected: AtomicU64,
 }
 
 impl<A> Clone for Channel<A> {
@@ -273,7 +250,7 @@ impl<A: Adapter> Channel<A> {
 
     /// Registers a ready-made connection.
     pub fn register_connection(&self, connection: Connection) -> Result<()> {
-        let mut connections = self.write();
+        let mut connections = self.shared.write();
         self.ensure_open()?;
         let id = connection.listener().state().shared_id();
         if connections.contains_key(id) {
@@ -293,7 +270,7 @@ impl<A: Adapter> Channel<A> {
     /// still in its queue; its open stream ends.
     pub fn remove_listener(&self, listener_id: &str) -> Result<Connection> {
         let connection = {
-            let mut connections = self.write();
+            let mut connections = self.shared.write();
             let removed = connections.remove(listener_id);
             self.shared
                 .listener_count
@@ -305,13 +282,15 @@ impl<A: Adapter> Channel<A> {
     }
 
     /// The listener with this id.
-    pub fn get_listener(&self, listener_id: &str) -> Result<Arc<dyn Listener>> {
+    #[doc(alias = "get_listener")]
+    pub fn listener(&self, listener_id: &str) -> Result<Arc<dyn Listener>> {
         Ok(Arc::clone(self.get_connection(listener_id)?.listener()))
     }
 
     /// The connection of the listener with this id.
     pub fn get_connection(&self, listener_id: &str) -> Result<Connection> {
-        self.read()
+        self.shared
+            .read()
             .get(listener_id)
             .cloned()
             .ok_or_else(|| Error::invalid_listener(listener_id))
@@ -319,7 +298,7 @@ impl<A: Adapter> Channel<A> {
 
     /// Every connection, in no particular order.
     pub fn get_connections(&self) -> Vec<Connection> {
-        self.read().values().cloned().collect()
+        self.shared.read().values().cloned().collect()
     }
 
     /// How many listeners are registered.
@@ -362,7 +341,8 @@ impl<A: Adapter> Channel<A> {
                 })
             }
             PushOutcome::Disconnected { capacity, dropped } => {
-                self.disconnect(&connection, Disconnection { capacity, dropped });
+                self.shared
+                    .disconnect(&connection, Disconnection { capacity, dropped });
                 Err(Error::ListenerDisconnected {
                     listener_id: listener_id.to_owned(),
                     capacity,
@@ -409,8 +389,8 @@ impl<A: Adapter> Channel<A> {
         };
         if let (Some(window), OverflowPolicy::Disconnect) = (window, policy) {
             for connection in self.lagging(self.shared.log.head(), window) {
-                let disconnection = self.disconnection_of(&connection);
-                if self.disconnect(&connection, disconnection) {
+                let disconnection = self.shared.disconnection_of(&connection);
+                if self.shared.disconnect(&connection, disconnection) {
                     report.disconnected.push(connection.id().to_owned());
                 }
             }
@@ -425,7 +405,7 @@ impl<A: Adapter> Channel<A> {
         if head.saturating_sub(floor) <= limit {
             return Vec::new();
         }
-        let connections = self.read();
+        let connections = self.shared.read();
         let mut floor = head;
         let mut lagging = Vec::new();
         for connection in connections.values() {
@@ -437,59 +417,6 @@ impl<A: Adapter> Channel<A> {
         }
         self.shared.position_floor.store(floor, Ordering::Release);
         lagging
-    }
-
-    /// A disconnection of `connection` now: everything it had unread is dropped.
-    fn disconnection_of(&self, connection: &Connection) -> Disconnection {
-        let unread_broadcasts = self.shared.log.head().saturating_sub(connection.position());
-        Disconnection {
-            capacity: self.shared.queue_config.capacity().unwrap_or(0),
-            dropped: unread_broadcasts + connection.queue().len() as u64,
-        }
-    }
-
-    /// The next message for `connection` in FIFO order, applying the overflow policy
-    /// to a listener that fell out of the broadcast window.
-    pub(crate) fn next_for(&self, connection: &Connection) -> Result<Option<(Message, Delivery)>> {
-        loop {
-            if let Some(d) = connection.disconnection() {
-                return Err(Error::ListenerDisconnected {
-                    listener_id: connection.id().to_owned(),
-                    capacity: d.capacity,
-                    dropped: d.dropped,
-                });
-            }
-            match connection.next(&self.shared.log) {
-                Next::Message(msg, delivery) => return Ok(Some((msg, delivery))),
-                Next::Empty => return Ok(None),
-                Next::Lagged { missed } => match self.shared.queue_config.overflow() {
-                    OverflowPolicy::Disconnect => {
-                        let disconnection = self.disconnection_of(connection);
-                        // Reported by the check at the top of the loop.
-                        self.disconnect(connection, disconnection);
-                        connection.mark_disconnected(disconnection);
-                    }
-                    // Reject never lets a listener fall out of the window; if one did,
-                    // skipping and counting is the loss-free answer left.
-                    _ => {
-                        connection.skip(missed);
-                        self.shared.dropped.fetch_add(missed, Ordering::Relaxed);
-                    }
-                },
-            }
-        }
-    }
-
-    /// Whether `connection` has read past the closed marker: nothing more can come.
-    pub(crate) fn read_past_close(&self, connection: &Connection) -> bool {
-        self.shared
-            .closed_at
-            .get()
-            .is_some_and(|&seq| connection.position() > seq)
-    }
-
-    pub(crate) fn log(&self) -> &BroadcastLog {
-        &self.shared.log
     }
 
     /// Takes the listener's next message without running its `on_message` hook, with
@@ -505,7 +432,7 @@ impl<A: Adapter> Channel<A> {
                 listener_id: connection.id().to_owned(),
             });
         }
-        self.next_for(connection)
+        self.shared.next_for(connection)
     }
 
     /// Takes the listener's next message and runs its `on_message` hook (eric-sse's
@@ -537,7 +464,11 @@ impl<A: Adapter> Channel<A> {
     pub fn message_stream(&self, listener_id: &str) -> Result<MessageStream<A>> {
         let connection = self.get_connection(listener_id)?;
         connection.listener().start();
-        Ok(MessageStream::new(self.clone(), connection, false))
+        Ok(MessageStream::new(
+            Arc::clone(&self.shared),
+            connection,
+            false,
+        ))
     }
 
     /// Like [`message_stream`](Self::message_stream), but first moves the listener
@@ -602,7 +533,11 @@ impl<A: Adapter> Channel<A> {
         let listener = self.add_listener()?;
         let connection = self.get_connection(listener.id())?;
         listener.start();
-        Ok(MessageStream::new(self.clone(), connection, true))
+        Ok(MessageStream::new(
+            Arc::clone(&self.shared),
+            connection,
+            true,
+        ))
     }
 
     /// Like [`watch`](Self::watch), starting at broadcast `seq` (replaying what was
@@ -665,7 +600,7 @@ impl<A: Adapter> Channel<A> {
     #[doc(alias = "notify_end")]
     pub fn close(&self) {
         let _order = self.order();
-        let _registrations = self.write();
+        let _registrations = self.shared.write();
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             // Past any capacity: the end marker must always get through.
             let seq = self.shared.log.append_final(Message::closed());
@@ -681,7 +616,7 @@ impl<A: Adapter> Channel<A> {
     /// The channel's counters. Under [`OverflowPolicy::DropOldest`] this also counts
     /// the broadcasts that listeners have fallen behind on and will skip.
     pub fn stats(&self) -> ChannelStats {
-        let connections = self.read();
+        let connections = self.shared.read();
         let pending: u64 = connections.values().map(|c| self.pending_drops(c)).sum();
         ChannelStats {
             listeners: connections.len(),
@@ -721,35 +656,6 @@ impl<A: Adapter> Channel<A> {
         }
     }
 
-    /// Takes a disconnected listener out of the channel and tells its consumer; counts
-    /// it once, and says whether this call was the one.
-    fn disconnect(&self, connection: &Connection, disconnection: Disconnection) -> bool {
-        let first = self.remove_if_same(connection) && connection.mark_disconnected(disconnection);
-        if first {
-            self.shared.disconnected.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .dropped
-                .fetch_add(disconnection.dropped, Ordering::Relaxed);
-        }
-        first
-    }
-
-    /// Removes `connection` if it is still the one registered under its id (not a
-    /// newer one registered since with the same id); says whether it did.
-    pub(crate) fn remove_if_same(&self, connection: &Connection) -> bool {
-        let mut connections = self.write();
-        let same = connections
-            .get(connection.id())
-            .is_some_and(|registered| registered.same_as(connection));
-        if same {
-            connections.remove(connection.id());
-            self.shared
-                .listener_count
-                .store(connections.len(), Ordering::Release);
-        }
-        same
-    }
-
     fn ensure_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::ChannelClosed {
@@ -767,20 +673,14 @@ impl<A: Adapter> Channel<A> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    // Poisoning would mean a panic inside a map operation; the map is still usable.
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<Arc<str>, Connection>> {
-        self.shared
-            .connections
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Arc<str>, Connection>> {
-        self.shared
-            .connections
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+impl<A: Adapter> MessageStream<A> {
+    /// The channel this stream reads from.
+    pub fn channel(&self) -> Channel<A> {
+        Channel {
+            shared: Arc::clone(self.shared()),
+        }
     }
 }
 

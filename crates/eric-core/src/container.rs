@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// container.register(channel.clone())?;
 /// assert!(matches!(container.register(channel.clone()), Err(Error::DuplicateChannel { .. })));
 /// assert_eq!(container.get(channel.id())?.id(), channel.id());
-/// container.rm(channel.id())?;
+/// container.remove(channel.id())?;
 /// assert!(channel.is_closed());
 /// assert!(matches!(container.get(channel.id()), Err(Error::InvalidChannel { .. })));
 /// # Ok::<(), eric_core::Error>(())
@@ -49,7 +49,8 @@ impl<A: Adapter> ChannelContainer<A> {
     }
 
     /// Adds several channels; stops at the first duplicate, keeping those before it.
-    pub fn register_iterable(&self, channels: impl IntoIterator<Item = Channel<A>>) -> Result<()> {
+    #[doc(alias = "register_iterable")]
+    pub fn register_all(&self, channels: impl IntoIterator<Item = Channel<A>>) -> Result<()> {
         channels
             .into_iter()
             .try_for_each(|channel| self.register(channel))
@@ -65,7 +66,8 @@ impl<A: Adapter> ChannelContainer<A> {
 
     /// Removes the channel with this id, closes it (its streams end once drained) and
     /// returns it; [`Error::InvalidChannel`] if there is none.
-    pub fn rm(&self, channel_id: &str) -> Result<Channel<A>> {
+    #[doc(alias = "rm")]
+    pub fn remove(&self, channel_id: &str) -> Result<Channel<A>> {
         let channel = self
             .write()
             .remove(channel_id)

@@ -48,6 +48,7 @@
 
 mod adapter;
 mod channel;
+mod channel_shared;
 mod connection;
 mod container;
 mod error;

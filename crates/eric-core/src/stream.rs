@@ -2,17 +2,18 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use futures_core::{FusedStream, Stream};
 
 use crate::adapter::Adapter;
-use crate::channel::Channel;
+use crate::channel_shared::Shared;
 use crate::connection::Connection;
 use crate::error::Error;
 
 /// The stream of a listener's messages, adapted by its channel's adapter (what
-/// [`Channel::message_stream`] and [`Channel::watch`] return).
+/// [`Channel::message_stream`](crate::Channel::message_stream) and [`Channel::watch`](crate::Channel::watch) return).
 ///
 /// Items are `Ok(adapted message)`, or `Err` for a message the listener's `on_message`
 /// refused (the stream goes on) and for a disconnection (the stream ends). The stream
@@ -21,11 +22,11 @@ use crate::error::Error;
 /// - when its listener is stopped or removed, or its channel removes it for overflowing,
 /// - when a newer stream takes over the same listener.
 ///
-/// Dropping it forgets its wakers; a stream from [`Channel::watch`] also removes its
+/// Dropping it forgets its wakers; a stream from [`Channel::watch`](crate::Channel::watch) also removes its
 /// listener.
 #[must_use = "streams do nothing unless polled"]
 pub struct MessageStream<A: Adapter> {
-    channel: Channel<A>,
+    shared: Arc<Shared<A>>,
     connection: Connection,
     generation: u64,
     // A `watch` stream owns its listener and removes it when dropped.
@@ -36,10 +37,10 @@ pub struct MessageStream<A: Adapter> {
 }
 
 impl<A: Adapter> MessageStream<A> {
-    pub(crate) fn new(channel: Channel<A>, connection: Connection, owns_listener: bool) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<A>>, connection: Connection, owns_listener: bool) -> Self {
         let generation = connection.new_consumer();
         MessageStream {
-            channel,
+            shared,
             connection,
             generation,
             owns_listener,
@@ -57,9 +58,8 @@ impl<A: Adapter> MessageStream<A> {
         &self.connection
     }
 
-    /// The channel this stream reads from.
-    pub fn channel(&self) -> &Channel<A> {
-        &self.channel
+    pub(crate) fn shared(&self) -> &Arc<Shared<A>> {
+        &self.shared
     }
 
     /// Whether something outside the queue ended this stream: removal, stop, takeover.
@@ -79,17 +79,15 @@ impl<A: Adapter> MessageStream<A> {
         if let Some(waker) = self.registered.take() {
             self.connection.queue().detach(&waker);
             self.connection.listener().state().detach_consumer(&waker);
-            self.channel
-                .log()
-                .remove_waiter(self.connection.key(), &waker);
+            self.shared.log.remove_waiter(self.connection.key(), &waker);
         }
     }
 
     /// Asks to be woken by a broadcast, a dispatch, or a stop, removal or takeover.
     /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
     fn register(&mut self, waker: &Waker) -> bool {
-        self.channel
-            .log()
+        self.shared
+            .log
             .register_waiter(self.connection.key(), waker);
         self.connection.listener().state().register_consumer(waker);
         if self
@@ -113,9 +111,9 @@ impl<A: Adapter> Stream for MessageStream<A> {
             if this.done || this.cut_off() {
                 return this.finish();
             }
-            let (msg, delivery) = match this.channel.next_for(&this.connection) {
+            let (msg, delivery) = match this.shared.next_for(&this.connection) {
                 Ok(Some(next)) => next,
-                Ok(None) if this.channel.read_past_close(&this.connection) => {
+                Ok(None) if this.shared.read_past_close(&this.connection) => {
                     // An earlier stream read the closed marker: nothing more will come.
                     return this.finish();
                 }
@@ -144,7 +142,7 @@ impl<A: Adapter> Stream for MessageStream<A> {
                 this.done = true;
                 this.forget_wakers();
             }
-            return Poll::Ready(Some(Ok(this.channel.adapter().adapt(&msg, &delivery))));
+            return Poll::Ready(Some(Ok(this.shared.adapter.adapt(&msg, &delivery))));
         }
     }
 }
@@ -158,7 +156,7 @@ impl<A: Adapter> FusedStream for MessageStream<A> {
 impl<A: Adapter> Drop for MessageStream<A> {
     fn drop(&mut self) {
         self.forget_wakers();
-        if self.owns_listener && self.channel.remove_if_same(&self.connection) {
+        if self.owns_listener && self.shared.remove_if_same(&self.connection) {
             self.connection.mark_removed();
         }
     }
@@ -167,7 +165,7 @@ impl<A: Adapter> Drop for MessageStream<A> {
 impl<A: Adapter> fmt::Debug for MessageStream<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MessageStream")
-            .field("channel_id", &self.channel.id())
+            .field("channel_id", &&*self.shared.id)
             .field("listener_id", &self.listener_id())
             .field("done", &self.done)
             .finish()

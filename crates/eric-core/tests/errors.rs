@@ -19,7 +19,7 @@ fn unknown_listener_ids_are_invalid_listener_errors() {
         assert!(is_invalid(channel.deliver_next(id).map(drop)));
         assert!(is_invalid(channel.message_stream(id).map(drop)));
         assert!(is_invalid(channel.remove_listener(id).map(drop)));
-        assert!(is_invalid(channel.get_listener(id).map(drop)));
+        assert!(is_invalid(channel.listener(id).map(drop)));
         assert!(is_invalid(channel.queue_stats(id).map(drop)));
     }
 }
@@ -78,7 +78,7 @@ fn the_container_registers_gets_removes_and_lists() {
         .iter()
         .map(|id| Channel::builder().id(*id).build(MessageAdapter).unwrap())
         .collect();
-    container.register_iterable(channels.clone()).unwrap();
+    container.register_all(channels.clone()).unwrap();
     let mut ids = container.ids();
     ids.sort();
     assert_eq!(ids, ["a", "b", "c"]);
@@ -86,13 +86,13 @@ fn the_container_registers_gets_removes_and_lists() {
         container.register(channels[0].clone()),
         Err(Error::DuplicateChannel { channel_id }) if channel_id == "a"
     ));
-    let removed = container.rm("b").unwrap();
+    let removed = container.remove("b").unwrap();
     assert!(
         removed.is_closed(),
         "removing a channel closes it so its streams end"
     );
     assert!(matches!(
-        container.rm("b"),
+        container.remove("b"),
         Err(Error::InvalidChannel { .. })
     ));
     assert_eq!(container.len(), 2);

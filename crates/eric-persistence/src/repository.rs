@@ -26,7 +26,7 @@ use eric_core::QueueEntry;
 ///
 /// // Later, or in a new process on the same storage:
 /// let reloaded = repository.load("news").await?;
-/// reloaded.sse().channel().get_listener(&listener)?; // the listener is back
+/// reloaded.sse().channel().listener(&listener)?; // the listener is back
 /// # Ok(())
 /// # }
 /// ```

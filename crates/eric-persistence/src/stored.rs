@@ -109,7 +109,7 @@ impl SseChannels for StoredChannels {
 
     async fn remove(&self, channel_id: &str) -> Result<()> {
         self.stored(channel_id)?;
-        let _ = self.container.rm(channel_id);
+        let _ = self.container.remove(channel_id);
         self.channels
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -151,7 +151,7 @@ impl<A: Adapter> DataProcessingChannel<A> {
     /// Starts the listener if stopped. Dropping the stream stops taking messages;
     /// results still in flight are discarded.
     pub fn process_queue(&self, listener_id: &str) -> Result<ProcessQueue<A>> {
-        let listener = self.channel.get_listener(listener_id)?;
+        let listener = self.channel.listener(listener_id)?;
         listener.start();
         let (results, incoming) = mpsc::unbounded_channel();
         Ok(ProcessQueue {

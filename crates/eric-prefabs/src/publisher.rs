@@ -282,7 +282,8 @@ impl Publisher {
     }
 
     /// The subscribers of `channels`, each once.
-    pub fn get_subscribers(&self, channels: impl Into<Channels>) -> Vec<Subscriber> {
+    #[doc(alias = "get_subscribers")]
+    pub fn subscribers(&self, channels: impl Into<Channels>) -> Vec<Subscriber> {
         let channels = channels.into();
         let all = self.inner.channels();
         let mut seen = HashSet::new();

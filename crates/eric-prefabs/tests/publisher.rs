@@ -78,7 +78,7 @@ fn subscribers_are_listed_once_and_leave_when_dropped() {
     let bo = publisher.subscribe_with("b", json!({"name": "Bo"}), Vec::<String>::new());
     let names = |channels: Vec<&str>| {
         let mut names: Vec<String> = publisher
-            .get_subscribers(channels)
+            .subscribers(channels)
             .into_iter()
             .map(|s| s.properties["name"].as_str().unwrap().to_owned())
             .collect();
@@ -93,7 +93,7 @@ fn subscribers_are_listed_once_and_leave_when_dropped() {
     assert_eq!(names(vec!["a", "b"]), ["Bo"]);
     assert_eq!(publisher.publish("anyone?", "a"), 0);
     drop(bo);
-    assert!(publisher.get_subscribers(vec!["a", "b"]).is_empty());
+    assert!(publisher.subscribers(vec!["a", "b"]).is_empty());
     assert!(
         publisher.channel_names().is_empty(),
         "empty channels are let go"

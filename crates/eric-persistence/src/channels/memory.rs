@@ -65,7 +65,7 @@ impl SseChannels for MemoryChannels {
 
     async fn remove(&self, channel_id: &str) -> Result<()> {
         self.container
-            .rm(channel_id)
+            .remove(channel_id)
             .map_err(|_| Error::ChannelNotFound {
                 channel_id: channel_id.to_owned(),
             })?;

@@ -97,7 +97,7 @@ impl RedisCluster {
             // A copy closed a moment ago (its reader let go of it, or is about to).
             Some(closed) => {
                 closed.reader.abort();
-                let _ = self.inner.container.rm(id);
+                let _ = self.inner.container.remove(id);
             }
             None => {}
         }
@@ -217,7 +217,7 @@ impl Inner {
         }
         if let Some(gone) = served.remove(id) {
             gone.reader.abort();
-            let _ = self.container.rm(id);
+            let _ = self.container.remove(id);
             gone.channel.close();
         }
         true
