@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use eric_core::{Message, OverflowPolicy};
 use eric_persistence::{
-    ChannelSettings, Error, EventStream, InMemoryStorage, MemoryChannels, RedisCluster,
-    RedisStorage, SseChannelRepository, SseChannels, StoredChannels,
+    ChannelSettings, Error, EventStream, InMemoryStorage, MemoryChannels, SseChannelRepository,
+    SseChannels, StoredChannels,
 };
+#[cfg(feature = "redis")]
+use eric_persistence::{RedisCluster, RedisStorage};
 use eric_prefabs::{MESSAGE_TYPE_RESET, SseEvent};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+#[cfg(feature = "redis")]
 use support::RedisServer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +33,7 @@ enum Kind {
 struct Backend {
     kind: Kind,
     channels: Arc<dyn SseChannels>,
+    #[cfg(feature = "redis")]
     _redis: Option<RedisServer>,
 }
 
@@ -38,6 +42,7 @@ impl Backend {
         Backend {
             kind: Kind::Memory,
             channels: Arc::new(MemoryChannels::new()),
+            #[cfg(feature = "redis")]
             _redis: None,
         }
     }
@@ -47,10 +52,12 @@ impl Backend {
         Backend {
             kind: Kind::Stored,
             channels: Arc::new(StoredChannels::load(repository).await.unwrap()),
+            #[cfg(feature = "redis")]
             _redis: None,
         }
     }
 
+    #[cfg(feature = "redis")]
     async fn stored_in_redis() -> Self {
         let redis = RedisServer::start();
         let storage = RedisStorage::connect(&redis.url()).await.unwrap();
@@ -62,6 +69,7 @@ impl Backend {
         }
     }
 
+    #[cfg(feature = "redis")]
     async fn cluster() -> Self {
         let redis = RedisServer::start();
         Backend {
@@ -378,10 +386,12 @@ macro_rules! every_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() { super::$case(super::Backend::stored_in_memory().await).await }) *
         }
+        #[cfg(feature = "redis")]
         mod stored_in_redis {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() { super::$case(super::Backend::stored_in_redis().await).await }) *
         }
+        #[cfg(feature = "redis")]
         mod cluster {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() { super::$case(super::Backend::cluster().await).await }) *

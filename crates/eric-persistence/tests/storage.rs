@@ -5,8 +5,11 @@
 
 mod support;
 
-use eric_persistence::{InMemoryStorage, Keys, KvStorage, RedisStorage};
+#[cfg(feature = "redis")]
+use eric_persistence::{Keys, RedisStorage};
+use eric_persistence::{InMemoryStorage, KvStorage};
 use serde_json::json;
+#[cfg(feature = "redis")]
 use support::RedisServer;
 
 async fn contract(storage: &dyn KvStorage) {
@@ -50,12 +53,14 @@ async fn in_memory_storage_keeps_the_contract() {
     contract(&InMemoryStorage::new()).await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_storage_keeps_the_contract() {
     let server = RedisServer::start();
     contract(&RedisStorage::connect(&server.url()).await.unwrap()).await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_prefix_with_glob_characters_matches_only_itself() {
     let server = RedisServer::start();
@@ -73,6 +78,7 @@ async fn a_prefix_with_glob_characters_matches_only_itself() {
     );
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn thousands_of_keys_come_back_through_scan_and_mget() {
     let server = RedisServer::start();
@@ -88,6 +94,7 @@ async fn thousands_of_keys_come_back_through_scan_and_mget() {
     assert_eq!(back, entries, "all of them, in key order");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn an_unreachable_redis_is_a_typed_error_naming_the_operation() {
     let mut server = RedisServer::start();
