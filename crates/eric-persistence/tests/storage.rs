@@ -5,9 +5,9 @@
 
 mod support;
 
+use eric_persistence::{InMemoryStorage, KvStorage};
 #[cfg(feature = "redis")]
 use eric_persistence::{Keys, RedisStorage};
-use eric_persistence::{InMemoryStorage, KvStorage};
 use serde_json::json;
 #[cfg(feature = "redis")]
 use support::RedisServer;
