@@ -152,10 +152,10 @@ async fn broadcast_through_an_outage(
         match response.status().as_u16() {
             200 => {
                 acknowledged.push(n);
-                if let (Some((_, up)), None) = (outage, first_ack_after) {
-                    if n >= 160 {
-                        first_ack_after = Some(sent.saturating_duration_since(up));
-                    }
+                if let (Some((_, up)), None) = (outage, first_ack_after)
+                    && n >= 160
+                {
+                    first_ack_after = Some(sent.saturating_duration_since(up));
                 }
             }
             503 => {

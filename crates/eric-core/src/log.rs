@@ -136,7 +136,7 @@ impl BroadcastLog {
             }
             // Published after the slot: a reader that sees the new head sees the slot.
             self.head.store(seq + 1, Ordering::Release);
-            if (seq + 1) % SEGMENT_LEN == 0 {
+            if (seq + 1).is_multiple_of(SEGMENT_LEN) {
                 self.trim(&mut state.segments, seq + 1);
             }
             if state.waiters.is_empty() {

@@ -166,7 +166,7 @@ pub(crate) async fn run(minutes: f64) {
                         .send()
                         .await;
                 }
-                if round % 10 == 0 {
+                if round.is_multiple_of(10) {
                     let id = format!("temp-{round}");
                     let _ = http
                         .put(format!("{base}/create?channel_id={id}"))

@@ -123,11 +123,11 @@ impl RedisServer {
             if ping(self.port) {
                 return true;
             }
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false; // exited: the port was taken after all
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false; // exited: the port was taken after all
             }
             std::thread::sleep(Duration::from_millis(20));
         }
