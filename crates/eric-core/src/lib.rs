@@ -1,13 +1,15 @@
 //! eric-core: channels, listeners, queues and connections for async messaging in the
 //! Server-Sent Events model. The Rust port of eric-sse's core.
 //!
-//! A [`Channel`] holds listeners; each listener owns a FIFO [`Queue`]. A producer
-//! [`dispatch`](Channel::dispatch)es to one listener or
+//! A [`Channel`] holds listeners; each listener reads its own FIFO. A producer
+//! [`dispatch`](Channel::dispatch)es to one listener (into that listener's [`Queue`]) or
 //! [`broadcast`](Channel::broadcast)s to all; a consumer reads a listener's
 //! [`message_stream`](Channel::message_stream), which the channel's [`Adapter`] shapes.
 //!
-//! - Sharing, not copying: a broadcast to N listeners puts N references to one
-//!   [`Message`] in N queues.
+//! - One copy, whatever the listeners: a broadcast is appended once to the channel's
+//!   broadcast log, which every listener reads at its own cursor, so it costs the same
+//!   for ten listeners as for a million; dispatches and broadcasts reach each listener
+//!   in the order they were made.
 //! - Wake-ups, not polling: a push wakes the one task waiting on that queue; an idle
 //!   stream costs no CPU.
 //! - Nothing lost silently: bounded queues overflow by an explicit [`OverflowPolicy`],
