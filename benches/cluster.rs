@@ -15,6 +15,8 @@
 mod eric_serve;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
+#[path = "../tests/support/sse_client.rs"]
+mod sse_client;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,12 +104,10 @@ async fn run(
 ) -> Outcome {
     let http = reqwest::Client::new();
     let channel = format!("bench-{}", now_us());
-    let created = http
-        .put(format!("{}/create?channel_id={channel}", servers[0].base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(
+        sse_client::create(&http, &servers[0].base, &channel).await,
+        201
+    );
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for s in 0..streams {
@@ -200,24 +200,11 @@ async fn run_dispatch(
     let http = reqwest::Client::new();
     let channel = format!("dispatch-{}", now_us());
     let (first, last) = (&servers[0].base, &servers[servers.len() - 1].base);
-    let created = http
-        .put(format!("{first}/create?channel_id={channel}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(sse_client::create(&http, first, &channel).await, 201);
     let received = Arc::new(AtomicU64::new(0));
     let (mut ids, mut readers) = (Vec::new(), Vec::new());
     for l in 0..listeners {
-        let subscribed: Value = http
-            .post(format!("{first}/subscribe?channel_id={channel}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = subscribed["listener_id"].as_str().unwrap().to_owned();
+        let id = sse_client::add_listener(&http, first, &channel).await;
         let response = reqwest::Client::new()
             .get(format!("{last}/stream/{channel}/{id}"))
             .send()

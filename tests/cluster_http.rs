@@ -9,6 +9,8 @@
 
 #[path = "support/eric_serve.rs"]
 mod eric_serve;
+#[path = "../crates/eric-http/tests/support/mod.rs"]
+mod http_support;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
 #[path = "support/sse_client.rs"]
@@ -17,8 +19,6 @@ mod sse_client;
 use std::time::Duration;
 
 use eric_serve::EricServe;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sse_client::{Seen, create, publish_to, subscribe_to};
 use tokio::sync::mpsc;
@@ -183,15 +183,7 @@ async fn a_channel_removed_on_one_process_ends_the_streams_of_the_other() {
 
 /// `POST /subscribe?channel_id=news` at `base`: a stored listener's id.
 async fn add_stored_listener(http: &reqwest::Client, base: &str) -> String {
-    let subscribed: Value = http
-        .post(format!("{base}/subscribe?channel_id=news"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    subscribed["listener_id"].as_str().unwrap().to_owned()
+    sse_client::add_listener(http, base, "news").await
 }
 
 /// Streams stored listener `listener` of `news` at `base`; aborting the task closes
@@ -201,22 +193,7 @@ async fn stream_listener(
     listener: &str,
     last_event_id: Option<&str>,
 ) -> (mpsc::UnboundedReceiver<Seen>, tokio::task::JoinHandle<()>) {
-    let mut request = reqwest::Client::new().get(format!("{base}/stream/news/{listener}"));
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200, "stream {listener} at {base}");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            if tx.send((event.id, event.event, event.data)).is_err() {
-                break;
-            }
-        }
-    });
-    (rx, task)
+    sse_client::follow(&format!("{base}/stream/news/{listener}"), last_event_id).await
 }
 
 async fn dispatch(http: &reqwest::Client, base: &str, listener: &str, n: u64) -> u16 {
@@ -527,17 +504,7 @@ async fn message_types_that_cannot_be_sse_events_are_refused_before_they_reach_r
 
 /// A counter of `/metrics` at `base`.
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+    http_support::metric_at(http, base, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@
 mod eric_serve;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
+#[path = "support/sse_client.rs"]
+mod sse_client;
 
 use std::time::{Duration, Instant};
 
@@ -76,15 +78,10 @@ async fn in_cluster_mode_both_processes_ride_out_a_redis_restart() {
 }
 
 async fn create_news(base: &str) {
-    let created: Value = reqwest::Client::new()
-        .put(format!("{base}/create?channel_id=news"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(created["channel_id"], "news");
+    assert_eq!(
+        sse_client::create(&reqwest::Client::new(), base, "news").await,
+        201
+    );
 }
 
 /// Streams `news` at `base` until the end marker: the broadcasts it got.

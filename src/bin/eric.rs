@@ -1,9 +1,11 @@
 //! The `eric` command.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use eric::persistence::SharedChannels;
 use eric::{Channel, Message};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -41,6 +43,67 @@ impl Overflow {
             Overflow::Disconnect => eric::OverflowPolicy::Disconnect,
             Overflow::DropOldest => eric::OverflowPolicy::DropOldest,
             Overflow::Reject => eric::OverflowPolicy::Reject,
+        }
+    }
+}
+
+/// Where a server holds its channels: `--redis` and `--cluster`, shared by `eric serve`
+/// and `eric socket serve`.
+#[derive(clap::Args)]
+struct Backend {
+    /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
+    /// say): they are reloaded at start. With --cluster, several comma-separated URLs
+    /// are the seed nodes of a Redis Cluster.
+    #[arg(long, env = "ERIC_REDIS_URL")]
+    redis: Option<String>,
+    /// The prefix of eric's keys in Redis.
+    #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
+    redis_prefix: String,
+    /// Share channels with every `eric serve --cluster` and `eric socket serve
+    /// --cluster` on the same Redis (needs --redis): a broadcast on any of them reaches
+    /// the streams of all, with the same event ids (docs/SCALING.md).
+    #[arg(long, alias = "cluster-mode", requires = "redis", env = "ERIC_CLUSTER")]
+    cluster: bool,
+}
+
+impl Backend {
+    /// The channels a server serves: in memory, kept in Redis, or shared through it.
+    async fn channels(&self) -> Result<SharedChannels, Box<dyn std::error::Error>> {
+        use eric::persistence::{
+            Keys, MemoryChannels, RedisCluster, RedisStorage, SseChannelRepository, SseChannels,
+            StoredChannels,
+        };
+        Ok(match &self.redis {
+            Some(url) if self.cluster => {
+                Arc::new(RedisCluster::connect_with_prefix(url, &self.redis_prefix).await?)
+            }
+            Some(url) if url.contains(',') => {
+                return Err(
+                    "several Redis nodes (a Redis Cluster) are for cluster mode: \
+                            add --cluster; persistence uses one Redis server"
+                        .into(),
+                );
+            }
+            Some(url) => {
+                let keys = Keys::new(self.redis_prefix.clone());
+                let storage = RedisStorage::connect_with_keys(url, keys).await?;
+                let stored = StoredChannels::load(SseChannelRepository::new(storage)).await?;
+                tracing::info!(
+                    channels = stored.local().len(),
+                    "loaded the stored channels"
+                );
+                Arc::new(stored)
+            }
+            None => Arc::new(MemoryChannels::new()),
+        })
+    }
+
+    /// How the server holds its channels, for its first line.
+    fn kept(&self) -> &'static str {
+        match (&self.redis, self.cluster) {
+            (Some(_), true) => " (cluster mode: channels shared through Redis)",
+            (Some(_), false) => " (channels kept in Redis)",
+            (None, _) => "",
         }
     }
 }
@@ -97,19 +160,8 @@ enum Command {
         /// Origins allowed by CORS, comma-separated (`*`: any).
         #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
         cors_origin: Vec<String>,
-        /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
-        /// say): they are reloaded at start. With --cluster, several comma-separated
-        /// URLs are the seed nodes of a Redis Cluster.
-        #[arg(long, env = "ERIC_REDIS_URL")]
-        redis: Option<String>,
-        /// The prefix of eric's keys in Redis.
-        #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
-        redis_prefix: String,
-        /// Share channels with every `eric serve --cluster` on the same Redis (needs
-        /// --redis): a broadcast on any of them reaches the streams of all, with the
-        /// same event ids (docs/SCALING.md).
-        #[arg(long, alias = "cluster-mode", requires = "redis", env = "ERIC_CLUSTER")]
-        cluster: bool,
+        #[command(flatten)]
+        backend: Backend,
     },
     /// Creates an in-memory channel, adds listeners, broadcasts, and prints each
     /// listener's stream.
@@ -138,19 +190,8 @@ enum SocketCommand {
         /// How long a client has to send its request, in milliseconds.
         #[arg(long, default_value_t = 10_000, env = "ERIC_SOCKET_REQUEST_TIMEOUT_MS")]
         request_timeout_ms: u64,
-        /// Keep channels, listeners and unread messages in Redis (redis://127.0.0.1:6379,
-        /// say): they are reloaded at start. With --cluster, several comma-separated
-        /// URLs are the seed nodes of a Redis Cluster.
-        #[arg(long, env = "ERIC_REDIS_URL")]
-        redis: Option<String>,
-        /// The prefix of eric's keys in Redis.
-        #[arg(long, default_value = "eric:", env = "ERIC_REDIS_PREFIX")]
-        redis_prefix: String,
-        /// Share channels with every socket server and `eric serve --cluster` on the
-        /// same Redis (needs --redis): a broadcast sent to any of them reaches the
-        /// listeners of all (docs/SCALING.md).
-        #[arg(long, alias = "cluster-mode", requires = "redis", env = "ERIC_CLUSTER")]
-        cluster: bool,
+        #[command(flatten)]
+        backend: Backend,
     },
     /// Creates a channel; prints its id.
     Create { path: PathBuf },
@@ -231,9 +272,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             publish_token,
             subscribe_token,
             cors_origin,
-            redis,
-            redis_prefix,
-            cluster,
+            backend,
         } => {
             let config = eric::http::HttpConfig::default()
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
@@ -252,49 +291,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 config
             };
-            let server = match &redis {
-                Some(url) if cluster => {
-                    eric::http::HttpServer::bind_cluster(&addr, config, url, &redis_prefix).await?
-                }
-                Some(url) if url.contains(',') => return Err(several_nodes_need_cluster()),
-                Some(url) => {
-                    use eric::persistence::{Keys, RedisStorage, SseChannelRepository};
-                    let storage =
-                        RedisStorage::connect_with_keys(url, Keys::new(redis_prefix)).await?;
-                    eric::http::HttpServer::bind_with_repository(
-                        &addr,
-                        config,
-                        SseChannelRepository::new(storage),
-                    )
-                    .await?
-                }
-                None => eric::http::HttpServer::bind(&addr, config).await?,
-            };
+            let channels = backend.channels().await?;
+            let server =
+                eric::http::HttpServer::bind_with_channels(&addr, config, channels).await?;
             println!(
                 "eric listening on http://{}{}",
                 server.local_addr()?,
-                kept(redis.is_some(), cluster)
+                backend.kept()
             );
             server.run_until(shutdown_signal()).await?;
             println!("eric stopped");
             Ok(())
         }
     }
-}
-
-/// How a server started with `--redis` (and `--cluster`) holds its channels.
-fn kept(redis: bool, cluster: bool) -> &'static str {
-    match (redis, cluster) {
-        (true, true) => " (cluster mode: channels shared through Redis)",
-        (true, false) => " (channels kept in Redis)",
-        (false, _) => "",
-    }
-}
-
-fn several_nodes_need_cluster() -> Box<dyn std::error::Error> {
-    "several Redis nodes (a Redis Cluster) are for cluster mode: add --cluster; \
-     persistence uses one Redis server"
-        .into()
 }
 
 fn payload(text: Option<String>) -> Value {
@@ -312,37 +321,17 @@ async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>
             path,
             max_request_bytes,
             request_timeout_ms,
-            redis,
-            redis_prefix,
-            cluster,
+            backend,
         } => {
-            use eric::persistence::{Keys, RedisCluster, RedisStorage, SseChannelRepository};
             let config = SocketServerConfig::default()
                 .max_request_bytes(max_request_bytes)
                 .request_timeout(Duration::from_millis(request_timeout_ms));
-            let server = match &redis {
-                Some(url) if cluster => {
-                    let cluster = RedisCluster::connect_with_prefix(url, &redis_prefix).await?;
-                    SocketServer::bind_with_channels(&path, config, std::sync::Arc::new(cluster))
-                        .await?
-                }
-                Some(url) if url.contains(',') => return Err(several_nodes_need_cluster()),
-                Some(url) => {
-                    let storage =
-                        RedisStorage::connect_with_keys(url, Keys::new(redis_prefix)).await?;
-                    SocketServer::bind_with_repository(
-                        &path,
-                        config,
-                        SseChannelRepository::new(storage),
-                    )
-                    .await?
-                }
-                None => SocketServer::bind_with(&path, config).await?,
-            };
+            let channels = backend.channels().await?;
+            let server = SocketServer::bind_with_channels(&path, config, channels).await?;
             eprintln!(
                 "eric socket server listening on {}{}",
                 path.display(),
-                kept(redis.is_some(), cluster)
+                backend.kept()
             );
             server.run_until(shutdown_signal()).await?;
             eprintln!("eric socket server stopped");

@@ -18,14 +18,24 @@ pub(crate) async fn subscribe_to(
     channel: &str,
     last_event_id: Option<&str>,
 ) -> mpsc::UnboundedReceiver<Seen> {
-    let mut request = reqwest::Client::new().get(format!("{base}/channels/{channel}/events"));
+    let url = format!("{base}/channels/{channel}/events");
+    follow(&url, last_event_id).await.0
+}
+
+/// Opens the SSE stream at `url` (resuming after `last_event_id`) and forwards every
+/// event; aborting the task closes the connection.
+pub(crate) async fn follow(
+    url: &str,
+    last_event_id: Option<&str>,
+) -> (mpsc::UnboundedReceiver<Seen>, tokio::task::JoinHandle<()>) {
+    let mut request = reqwest::Client::new().get(url);
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
     let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200, "subscribe at {base}");
+    assert_eq!(response.status(), 200, "GET {url}");
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut events = response.bytes_stream().eventsource();
         while let Some(Ok(event)) = events.next().await {
             if tx.send((event.id, event.event, event.data)).is_err() {
@@ -33,7 +43,19 @@ pub(crate) async fn subscribe_to(
             }
         }
     });
-    rx
+    (rx, task)
+}
+
+/// Sends `request` and reads its JSON reply.
+pub(crate) async fn json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// `POST /subscribe?channel_id=<channel>` at `base`: a stored listener's id.
+pub(crate) async fn add_listener(http: &reqwest::Client, base: &str, channel: &str) -> String {
+    let url = format!("{base}/subscribe?channel_id={channel}");
+    let subscribed = json(http.post(url)).await;
+    subscribed["listener_id"].as_str().unwrap().to_owned()
 }
 
 /// `PUT /create?channel_id=<channel>` at `base`: the status.

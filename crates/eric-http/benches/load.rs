@@ -59,13 +59,32 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
+/// One row of the load tables: the run's figures, with `ratio` to its reference.
+fn print_row(streams: usize, rate: u64, label: &str, o: &Outcome, ratio: &str) {
+    println!(
+        "| {streams} | {rate} | {label} | {:.0} | {ratio} | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
+        o.deliveries_per_s,
+        o.p50_ms,
+        o.p99_ms,
+        o.lost,
+        o.out_of_order,
+        o.cpu_percent,
+        o.bytes_per_idle_stream / 1024.0
+    );
+}
+
 // ---- the servers (child processes) ----
 
-fn serve_eric(soak: bool) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A server process's runtime: tokio's multi-threaded one, as `eric serve` uses.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn serve_eric(soak: bool) {
+    let rt = runtime();
     rt.block_on(async {
         // The soak runs the server as `eric serve` does (keep-alive on, every default).
         let config = if soak {
@@ -91,10 +110,7 @@ fn serve_reference(hyper_direct: bool) {
     use axum::routing::{get, post};
     use tokio::sync::broadcast;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (tx, _) = broadcast::channel::<bytes::Bytes>(4096);
         let app = Router::new()
@@ -579,15 +595,12 @@ fn main() {
                 ours.deliveries_per_s / theirs.deliveries_per_s,
             ),
         ] {
-            println!(
-                "| {streams} | {rate} | {label} | {:.0} | {ratio:.2} (vs eric-api) | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
-                o.deliveries_per_s,
-                o.p50_ms,
-                o.p99_ms,
-                o.lost,
-                o.out_of_order,
-                o.cpu_percent,
-                o.bytes_per_idle_stream / 1024.0
+            print_row(
+                streams,
+                rate,
+                label,
+                o,
+                &format!("{ratio:.2} (vs eric-api)"),
             );
         }
     } else {
@@ -671,17 +684,8 @@ fn main() {
                     reference_memory / o.bytes_per_idle_stream
                 ));
             }
-            println!(
-                "| {streams} | {rate} | {label} | {:.0} | {:.2} | {:.1} ms | {:.1} ms | {} | {} | {:.0} % | {:.1} KiB |",
-                o.deliveries_per_s,
-                o.deliveries_per_s / reference_rate,
-                o.p50_ms,
-                o.p99_ms,
-                o.lost,
-                o.out_of_order,
-                o.cpu_percent,
-                o.bytes_per_idle_stream / 1024.0
-            );
+            let ratio = format!("{:.2}", o.deliveries_per_s / reference_rate);
+            print_row(streams, rate, &label, &o, &ratio);
         }
         if (streams, rate) == (1_000, 50) {
             panels.push(panel);

@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use eric_core::OverflowPolicy;
 use eric_http::{HttpConfig, HttpServer};
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 mod support;
 use support::{Running, next, start};
@@ -376,26 +374,12 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
     let storage: Arc<dyn KvStorage> = Arc::new(InMemoryStorage::new());
     let repository = || SseChannelRepository::from_arc(Arc::clone(&storage));
     let start_stored = || async {
-        let server =
-            HttpServer::bind_with_repository("127.0.0.1:0", HttpConfig::default(), repository())
-                .await
-                .unwrap();
-        let base = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
-        (
-            Running {
-                base,
-                http: reqwest::Client::new(),
-                _stop: stop,
-            },
-            task,
-        )
+        let config = HttpConfig::default();
+        let server = HttpServer::bind_with_repository("127.0.0.1:0", config, repository());
+        Running::serve(server.await.unwrap())
     };
 
-    let (first, task) = start_stored().await;
+    let first = start_stored().await;
     let channel = first.create().await;
     let listener = first.subscribe(&channel).await;
     assert_eq!(
@@ -412,10 +396,9 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(dispatched.status(), StatusCode::OK);
-    drop(first); // stops the server
-    task.await.unwrap().unwrap();
+    first.shut_down().await;
 
-    let (second, _task) = start_stored().await;
+    let second = start_stored().await;
     let listed: Vec<String> = second
         .http
         .get(second.url("/channels"))
@@ -452,43 +435,23 @@ async fn with_a_repository_channels_and_unread_messages_survive_a_restart() {
 /// and without spending an event id: they reconnect and resume where they were.
 #[tokio::test]
 async fn shutdown_ends_streams_without_a_closing_event_and_waits_for_them() {
-    let server = HttpServer::bind("127.0.0.1:0", HttpConfig::default())
+    let mut server = start(HttpConfig::default()).await;
+    let channel = server.create().await;
+    let mut events = server
+        .events(&format!("/channels/{channel}/events"), None)
+        .await;
+    let published: Value = server
+        .broadcast(&channel, "news", json!(1))
         .await
-        .unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .put(format!("{base}/create"))
-        .send()
-        .await
-        .unwrap()
         .json()
         .await
         .unwrap();
-    let channel = created["channel_id"].as_str().unwrap();
-    let response = http
-        .get(format!("{base}/channels/{channel}/events"))
-        .send()
-        .await
-        .unwrap();
-    let mut events = response.bytes_stream().eventsource();
-    let published: Value = http
-        .post(format!("{base}/broadcast?channel_id={channel}"))
-        .json(&json!({"type": "news", "payload": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let first = next(&mut (&mut events).map(|e| e.unwrap())).await;
-    assert_eq!(first.id, published["id"].as_str().unwrap());
+    assert_eq!(
+        next(&mut events).await.id,
+        published["id"].as_str().unwrap()
+    );
 
-    stop.send(()).unwrap();
+    server.signal_shutdown();
     let end = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .expect("the stream did not end after shutdown");
@@ -496,13 +459,10 @@ async fn shutdown_ends_streams_without_a_closing_event_and_waits_for_them() {
         end.is_none(),
         "expected the end of the stream and no event, got {end:?}"
     );
-    tokio::time::timeout(Duration::from_secs(5), serving)
-        .await
-        .expect("run_until did not return after shutdown")
-        .unwrap()
-        .unwrap();
+    let base = server.base.clone();
+    server.shut_down().await;
     // Not listening any more.
-    assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
 }
 
 /// Found by hand: a channel deleted and created again gets a broadcast, and a client

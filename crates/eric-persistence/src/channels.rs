@@ -22,7 +22,7 @@ use crate::error::Result;
 mod memory;
 
 pub use memory::MemoryChannels;
-pub(crate) use memory::{local_channel, published};
+pub(crate) use memory::published;
 
 /// The events of one stream: what [`SseChannels::subscribe`] and
 /// [`SseChannels::message_stream`] return. An `Err` item is a failure the stream

@@ -8,7 +8,7 @@ use eric_core::{ChannelContainer, Message};
 use eric_prefabs::SseAdapter;
 
 use crate::channels::{
-    ChannelInfo, ChannelSettings, EventStream, Published, SseChannels, boxed, local_channel,
+    ChannelInfo, ChannelSettings, EventStream, MemoryChannels, Published, SseChannels, boxed,
     published,
 };
 use crate::error::{Error, Result};
@@ -43,7 +43,9 @@ use crate::repository::SseChannelRepository;
 pub struct StoredChannels {
     repository: SseChannelRepository,
     channels: RwLock<HashMap<String, PersistentSseChannel>>,
-    container: Arc<ChannelContainer<SseAdapter>>,
+    /// Their in-memory side: what needs no storage (listing, subscribing, ending
+    /// streams) is done there.
+    memory: MemoryChannels,
 }
 
 impl StoredChannels {
@@ -58,7 +60,7 @@ impl StoredChannels {
         Ok(StoredChannels {
             repository,
             channels: RwLock::new(channels),
-            container,
+            memory: MemoryChannels::with_container(container),
         })
     }
 
@@ -98,7 +100,7 @@ impl StoredChannels {
 impl SseChannels for StoredChannels {
     async fn create(&self, settings: ChannelSettings) -> Result<String> {
         let created = self.repository.create(settings).await?;
-        self.container.register(created.sse().channel().clone())?;
+        self.local().register(created.sse().channel().clone())?;
         let id = created.id().to_owned();
         self.channels
             .write()
@@ -109,7 +111,7 @@ impl SseChannels for StoredChannels {
 
     async fn remove(&self, channel_id: &str) -> Result<()> {
         self.stored(channel_id)?;
-        let _ = self.container.remove(channel_id);
+        let _ = self.local().remove(channel_id);
         self.channels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -118,11 +120,11 @@ impl SseChannels for StoredChannels {
     }
 
     async fn ids(&self) -> Result<Vec<String>> {
-        Ok(self.container.ids())
+        self.memory.ids().await
     }
 
     async fn len(&self) -> Result<usize> {
-        Ok(self.container.len())
+        self.memory.len().await
     }
 
     async fn info(&self, channel_id: &str) -> Result<ChannelInfo> {
@@ -159,23 +161,22 @@ impl SseChannels for StoredChannels {
         ))
     }
 
+    /// A listener of this process alone (not stored).
     async fn subscribe(
         &self,
         channel_id: &str,
         last_event_id: Option<&str>,
     ) -> Result<EventStream> {
-        Ok(boxed(
-            local_channel(&self.container, channel_id)?.subscribe(last_event_id)?,
-        ))
+        self.memory.subscribe(channel_id, last_event_id).await
     }
 
     async fn shutdown(&self) -> Result<()> {
-        crate::channels::end_streams(&self.container);
+        self.memory.shutdown().await?;
         self.flush().await
     }
 
     fn local(&self) -> &ChannelContainer<SseAdapter> {
-        &self.container
+        self.memory.local()
     }
 }
 
@@ -183,7 +184,7 @@ impl std::fmt::Debug for StoredChannels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredChannels")
             .field("repository", &self.repository)
-            .field("channels", &self.container.len())
+            .field("channels", &self.local().len())
             .finish()
     }
 }

@@ -16,24 +16,48 @@ pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 pub struct Running {
     pub base: String,
     pub http: reqwest::Client,
-    pub _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<eric_http::Result<()>>>,
 }
 
 pub async fn start(config: HttpConfig) -> Running {
-    let server = HttpServer::bind("127.0.0.1:0", config).await.unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        base,
-        http: reqwest::Client::new(),
-        _stop: stop,
-    }
+    Running::serve(HttpServer::bind("127.0.0.1:0", config).await.unwrap())
 }
 
 impl Running {
+    /// Runs `server` until [`shut_down`](Self::shut_down) or drop.
+    pub fn serve(server: HttpServer) -> Self {
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            base,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            serving: Some(serving),
+        }
+    }
+
+    /// Tells the server to shut down, without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts the server down and waits (5 s at most) until `run_until` has returned.
+    pub async fn shut_down(mut self) {
+        self.signal_shutdown();
+        let serving = self.serving.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("run_until did not return after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -87,20 +111,7 @@ impl Running {
     }
 
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap()
-            .parse()
-            .unwrap()
+        metric_at(&self.http, &self.base, name).await
     }
 
     pub async fn eventually(&self, name: &str, value: u64) {
@@ -119,4 +130,19 @@ pub async fn next(events: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
         .await
         .expect("no event within 5 s")
         .expect("the stream ended")
+}
+
+/// A counter or gauge of `/metrics` at `base` (a server of this process or not).
+pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
 }

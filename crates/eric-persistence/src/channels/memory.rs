@@ -28,22 +28,15 @@ impl MemoryChannels {
         MemoryChannels { container }
     }
 
+    /// Channel `id`; [`Error::ChannelNotFound`] if there is none.
     fn channel(&self, id: &str) -> Result<SseChannel> {
-        local_channel(&self.container, id)
+        self.container
+            .get(id)
+            .map(SseChannel::from)
+            .map_err(|_| Error::ChannelNotFound {
+                channel_id: id.to_owned(),
+            })
     }
-}
-
-/// Channel `id` of `container`; [`Error::ChannelNotFound`] if there is none.
-pub(crate) fn local_channel(
-    container: &ChannelContainer<SseAdapter>,
-    id: &str,
-) -> Result<SseChannel> {
-    container
-        .get(id)
-        .map(SseChannel::from)
-        .map_err(|_| Error::ChannelNotFound {
-            channel_id: id.to_owned(),
-        })
 }
 
 /// What a broadcast on a local channel did.
