@@ -631,27 +631,35 @@ impl<A: Adapter> Channel<A> {
     pub fn queue_stats(&self, listener_id: &str) -> Result<QueueStats> {
         let connection = self.get_connection(listener_id)?;
         let queue = connection.queue().stats();
-        let pending = self.pending_drops(&connection);
-        let lag = self.shared.log.head().saturating_sub(connection.position()) - pending;
+        // One reading of the head and the position for both numbers: read apart, a
+        // broadcast or a skip in between made the subtraction underflow.
+        let unread = self.unread_broadcasts(&connection);
+        let pending = self.beyond_window(unread);
         Ok(QueueStats {
-            len: queue.len + lag as usize,
+            len: queue.len + (unread - pending) as usize,
             dropped: queue.dropped + connection.dropped_broadcasts() + pending,
             rejected: queue.rejected + connection.rejected_broadcasts(),
         })
     }
 
+    /// The broadcasts `connection` has not read.
+    fn unread_broadcasts(&self, connection: &Connection) -> u64 {
+        self.shared.log.head().saturating_sub(connection.position())
+    }
+
     /// Broadcasts `connection` has fallen behind on beyond the window, not yet skipped.
     fn pending_drops(&self, connection: &Connection) -> u64 {
+        self.beyond_window(self.unread_broadcasts(connection))
+    }
+
+    /// Of `unread` broadcasts, those past the window that a `DropOldest` listener will
+    /// skip (at most `unread`).
+    fn beyond_window(&self, unread: u64) -> u64 {
         match (
             self.shared.log.window(),
             self.shared.queue_config.overflow(),
         ) {
-            (Some(window), OverflowPolicy::DropOldest) => self
-                .shared
-                .log
-                .head()
-                .saturating_sub(connection.position())
-                .saturating_sub(window),
+            (Some(window), OverflowPolicy::DropOldest) => unread.saturating_sub(window),
             _ => 0,
         }
     }

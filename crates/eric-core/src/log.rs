@@ -250,10 +250,12 @@ impl BroadcastLog {
     /// Reads the broadcast at `cursor` without moving it.
     pub(crate) fn peek(&self, cursor: &mut Cursor) -> Read {
         if let Some(window) = self.window() {
-            let head = self.head();
-            if head - cursor.next > window {
+            // Saturating: an append fills its slot before it publishes the head, so a
+            // reader may have taken that slot and stand one past the head it reads now.
+            let behind = self.head().saturating_sub(cursor.next);
+            if behind > window {
                 return Read::Lagged {
-                    missed: head - window - cursor.next,
+                    missed: behind - window,
                 };
             }
         }

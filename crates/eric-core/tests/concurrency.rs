@@ -286,3 +286,48 @@ fn race_one_producer(n: u64) {
     }
     producer.join().unwrap();
 }
+
+/// Issue 19's second suspected bug: `queue_stats` subtracted two values read at
+/// different moments (`lag - pending`); a broadcast or a skip in between made it
+/// underflow, which panics in debug builds. A reader skipping and a producer
+/// broadcasting race the stats here; every answer must also be within the window.
+#[test]
+fn queue_stats_stay_consistent_while_broadcasts_and_skips_race_them() {
+    use eric_core::OverflowPolicy;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let channel = Channel::builder()
+        .capacity(1, OverflowPolicy::DropOldest)
+        .build(MessageAdapter)
+        .unwrap();
+    let listener = channel.add_listener().unwrap();
+    listener.start();
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (channel, done) = (channel.clone(), Arc::clone(&done));
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                channel.broadcast(Message::of_type("b")).unwrap();
+            }
+        })
+    };
+    let reader = {
+        let (channel, done, id) = (channel.clone(), Arc::clone(&done), listener.id().to_owned());
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let _ = channel.deliver_next(&id);
+            }
+        })
+    };
+    for _ in 0..200_000 {
+        let stats = channel.queue_stats(listener.id()).unwrap();
+        assert!(
+            stats.len <= 1,
+            "{stats:?}: more unread than the capacity of 1"
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    reader.join().unwrap();
+}
