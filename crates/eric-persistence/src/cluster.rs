@@ -14,6 +14,7 @@
 //! [`SseChannel`] ([`served`]), whose event ids are then the cluster's: a client
 //! resumes with `Last-Event-ID` on any process.
 
+mod acks;
 mod listener;
 mod listener_stream;
 mod reader;
@@ -108,6 +109,8 @@ struct Inner {
     loads: AtomicU64,
     /// This process's name in the entries it writes about itself.
     process: String,
+    /// Acknowledgements of delivered dispatches not yet in Redis, per listener.
+    acks_in_flight: acks::AcksInFlight,
 }
 
 #[derive(Clone)]
@@ -170,8 +173,13 @@ impl RedisCluster {
                 served: RwLock::default(),
                 loads: AtomicU64::new(0),
                 process: uuid::Uuid::new_v4().simple().to_string(),
+                acks_in_flight: acks::AcksInFlight::default(),
             }),
         })
+    }
+
+    fn acks_in_flight(&self) -> &acks::AcksInFlight {
+        &self.inner.acks_in_flight
     }
 
     fn key(&self, id: &str, kind: &str) -> String {

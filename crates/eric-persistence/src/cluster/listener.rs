@@ -208,10 +208,12 @@ impl RedisCluster {
         };
         served.catch_up(Some(&resume)).await;
 
+        // What an older stream of the listener here delivered leaves the queue first.
+        let queue = self.queue_key(id, listener_id);
+        self.inner.acks_in_flight.settle(&queue).await;
         // Locked until the listener is attached: the reader applies nothing meanwhile,
         // so every dispatch is queued here exactly once, from the list or by the reader.
         let mut read = served.read.lock().await;
-        let queue = self.queue_key(id, listener_id);
         let attach = self.inner.loads.fetch_add(1, Ordering::Relaxed);
         let token = format!("{}:{attach}", self.inner.process);
         let reply: redis::Value = scripts::ATTACH

@@ -105,6 +105,9 @@ impl ListenerStream {
             Arc::clone(&self.acks),
             self.queue.clone(),
         );
+        // Counted now, before the sender runs: a new stream of the listener may attach
+        // the moment this one is dropped.
+        cluster.acks_in_flight().start(&queue);
         runtime.spawn(async move {
             loop {
                 let newest = {
@@ -114,6 +117,7 @@ impl ListenerStream {
                     newest
                 };
                 let Some(id) = newest else {
+                    cluster.acks_in_flight().finish(&queue);
                     return;
                 };
                 cluster.ack(&queue, id).await;
