@@ -25,8 +25,34 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "Async messaging in the Server-Sent Events model"
 )]
 struct Cli {
+    /// How log lines are written to standard error: `text` (coloured only on a
+    /// terminal) or `json` (one object a line, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ERIC_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Colour codes only where a terminal shows them: a log file gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// `--overflow`.
@@ -119,6 +145,11 @@ enum Command {
         /// Seconds between keep-alive comments on idle streams (0: none).
         #[arg(long, default_value_t = 15, env = "ERIC_KEEP_ALIVE")]
         keep_alive: u64,
+        /// Milliseconds a browser waits before it reconnects a dropped stream (SSE
+        /// `retry`); each connection gets its own, uniform in [MS/2, 3*MS/2], so that
+        /// reconnects after a restart spread out.
+        #[arg(long, default_value_t = 3000, env = "ERIC_RETRY")]
+        retry: u64,
         /// Broadcasts each channel keeps for clients resuming with Last-Event-ID.
         #[arg(long, default_value_t = 1024, env = "ERIC_REPLAY")]
         replay: usize,
@@ -139,6 +170,10 @@ enum Command {
         /// The most channels the server holds (503 LimitReached beyond).
         #[arg(long, default_value_t = 10_000, env = "ERIC_MAX_CHANNELS")]
         max_channels: usize,
+        /// The most connections open at once (0: no cap); one more is answered 503
+        /// LimitReached and closed.
+        #[arg(long, default_value_t = 50_000, env = "ERIC_MAX_CONNECTIONS")]
+        max_connections: usize,
         /// The most listeners a channel holds (503 LimitReached beyond).
         #[arg(long, default_value_t = 100_000, env = "ERIC_MAX_LISTENERS")]
         max_listeners: usize,
@@ -244,14 +279,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Demo {
             listeners,
             messages,
@@ -260,6 +290,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve {
             addr,
             keep_alive,
+            retry,
             replay,
             max_body_bytes,
             header_timeout,
@@ -267,6 +298,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             shutdown_timeout,
             max_channels,
             max_listeners,
+            max_connections,
             capacity,
             overflow,
             publish_token,
@@ -276,12 +308,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let config = eric::http::HttpConfig::default()
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
+                .retry(Duration::from_millis(retry))
                 .replay(replay)
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
                 .shutdown_timeout(Duration::from_secs(shutdown_timeout))
                 .limits(max_channels, max_listeners)
+                .max_connections((max_connections > 0).then_some(max_connections))
                 .capacity(capacity, overflow.policy())
                 .publish_token(publish_token)
                 .subscribe_token(subscribe_token)
@@ -294,11 +328,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let channels = backend.channels().await?;
             let server =
                 eric::http::HttpServer::bind_with_channels(&addr, config, channels).await?;
-            println!(
-                "eric listening on http://{}{}",
-                server.local_addr()?,
-                backend.kept()
-            );
+            let addr = server.local_addr()?;
+            tracing::info!(%addr, kept = backend.kept(), "eric serve started");
+            println!("eric listening on http://{addr}{}", backend.kept());
             server.run_until(shutdown_signal()).await?;
             println!("eric stopped");
             Ok(())

@@ -15,13 +15,16 @@ use tokio::time::{Instant, Sleep};
 
 use crate::state::Metrics;
 
-/// The wire bytes of a stream: each event encoded, a keep-alive comment whenever
-/// `keep_alive` passes with nothing to send (a timer, not a poll), and an in-band
-/// `_eric_error` event if the stream fails. Counts itself as an open stream while it
-/// lives, and each event as delivered.
+/// The wire bytes of a stream: each event encoded with this connection's reconnection
+/// time, a keep-alive comment whenever `keep_alive` passes with nothing to send (a
+/// timer, not a poll), and an in-band `_eric_error` event if the stream fails. Counts
+/// itself as an open stream while it lives, and each event as delivered.
 pub(crate) struct SseBody {
     events: EventStream,
     keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// This connection's `retry`, in place of the channel's: spread per connection so
+    /// that browsers dropped at once do not come back at once.
+    retry_ms: u64,
     metrics: Arc<Metrics>,
     done: bool,
 }
@@ -30,12 +33,14 @@ impl SseBody {
     pub(crate) fn new(
         events: EventStream,
         keep_alive: Option<Duration>,
+        retry_ms: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.open_streams.fetch_add(1, Ordering::Relaxed);
         SseBody {
             events,
             keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
+            retry_ms,
             metrics,
             done: false,
         }
@@ -56,12 +61,13 @@ impl Stream for SseBody {
                 if let Some((every, sleep)) = &mut this.keep_alive {
                     sleep.as_mut().reset(Instant::now() + *every);
                 }
+                let event = event.with_retry(this.retry_ms);
                 Poll::Ready(Some(Ok(Bytes::from(event.encode()))))
             }
             Poll::Ready(Some(Err(err))) => {
                 this.done = true;
                 let data = serde_json::json!({ "error": err.to_string() }).to_string();
-                let mut event = SseEvent::new(data);
+                let mut event = SseEvent::new(data).with_retry(this.retry_ms);
                 if let Ok(typed) = event
                     .clone()
                     .with_event(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)

@@ -171,22 +171,20 @@ impl HttpServer {
     ) -> Result<()> {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&self.state));
-        let config = &self.state.config;
-        let (header_timeout, shutdown_timeout) =
-            (config.header_read_timeout, config.shutdown_timeout);
         let on_shutdown = async move {
             state.gate.close().await;
             if let Err(err) = state.channels.shutdown().await {
                 tracing::warn!(%err, "could not record what stored listeners read");
             }
         };
+        let metrics = Arc::clone(&self.state.metrics);
         serve::serve(
             self.listener,
             app,
-            header_timeout,
+            &self.state.config,
+            metrics,
             shutdown,
             on_shutdown,
-            shutdown_timeout,
         )
         .await;
         Ok(())

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -53,14 +53,12 @@ fn channel_id(id: Option<&str>) -> Result<&str> {
 pub(crate) async fn create(
     State(state): Shared,
     Query(query): Query<ChannelQuery>,
-    body: Option<Json<Value>>,
+    body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let from_body = body
-        .as_ref()
-        .and_then(|Json(b)| b.get("channel_id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let id = query.channel_id.or(from_body);
+    let id = match query.channel_id {
+        Some(id) => Some(id),
+        None => channel_id_in(&body)?,
+    };
     if state.channels.len().await? >= state.config.max_channels {
         return Err(Error::LimitReached(format!(
             "the server holds its maximum of {} channels",
@@ -69,6 +67,22 @@ pub(crate) async fn create(
     }
     let id = state.channels.create(state.channel_settings(id)).await?;
     Ok((StatusCode::CREATED, Json(json!({"channel_id": id}))))
+}
+
+/// The `channel_id` a `PUT /create` body names. An empty body names none, whatever its
+/// content type (a client library may send `application/json` on every request); any
+/// other body must be a JSON object, whose `channel_id`, if present, is a string.
+fn channel_id_in(body: &[u8]) -> Result<Option<String>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|err| Error::bad_request(format!("the body is not JSON: {err}")))?;
+    match body.get("channel_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => Ok(Some(id.clone())),
+        Some(_) => Err(Error::bad_request("channel_id must be a string")),
+    }
 }
 
 /// `POST /subscribe?channel_id=`: a listener. `{"listener_id"}`.
@@ -124,7 +138,13 @@ fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
 }
 
 fn sse_response(state: &AppState, events: EventStream) -> Response {
-    let body = SseBody::new(events, state.config.keep_alive, Arc::clone(&state.metrics));
+    let retry_ms = state.config.connection_retry_ms();
+    let body = SseBody::new(
+        events,
+        state.config.keep_alive,
+        retry_ms,
+        Arc::clone(&state.metrics),
+    );
     // Sized for its three headers: hyper keeps a response's header map for the
     // connection's next request, so a default-sized one (six entries) would cost an idle
     // stream 330 bytes more.

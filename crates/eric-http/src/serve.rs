@@ -13,14 +13,22 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use axum::Router;
-use axum::response::Response;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
+use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::state::{HttpConfig, Metrics};
 
 /// The router as hyper's service, its future boxed per request: hyper keeps a slot the
 /// size of the service's future for the whole connection, and axum's is 320 bytes
@@ -43,22 +51,78 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
     }
 }
 
+/// Counts an open connection in `/metrics` while it lives.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Open(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a refusal being answered while it lives.
+struct Refusing(Arc<Metrics>);
+
+impl Refusing {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.refusing.fetch_add(1, Ordering::Relaxed);
+        Refusing(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection over `--max-connections` gets: 503 `LimitReached` to every request,
+/// then the connection is closed.
+struct Refuse(usize);
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Refuse {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+
+    fn call(&self, _: hyper::Request<Incoming>) -> Self::Future {
+        let limit = format!("the server holds its maximum of {} connections", self.0);
+        let mut response = Error::LimitReached(limit).into_response();
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        std::future::ready(Ok(response))
+    }
+}
+
+/// Refusals answered at once: past this many, a connection over the limit is closed
+/// without an answer, so that a storm of them costs nothing either.
+const REFUSING_AT_ONCE: u64 = 1024;
+
 /// Accepts and serves connections until `shutdown` completes; then stops accepting,
 /// runs `on_shutdown`, and waits for the open connections to finish, for
-/// `shutdown_timeout` at most in all.
+/// `config.shutdown_timeout` at most in all. Past `config.max_connections` open ones, a
+/// new connection is answered 503 and closed.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    config: &HttpConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl Future<Output = ()>,
-    shutdown_timeout: Duration,
 ) {
     let mut builder = http1::Builder::new();
     // A client that connects and never finishes its request head is dropped.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -72,12 +136,24 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let open = metrics.connections.load(Ordering::Relaxed) as usize;
+        if let Some(max) = config.max_connections.filter(|&max| open >= max) {
+            metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            if metrics.refusing.load(Ordering::Relaxed) < REFUSING_AT_ONCE {
+                let refusing = Refusing::new(&metrics);
+                let refusal = builder.serve_connection(TokioIo::new(tcp), Refuse(max));
+                tokio::spawn(refusal.map(move |_| drop(refusing)));
+            }
+            continue;
+        }
+        let open = Open::new(&metrics);
         // Events are small writes that must go out now, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let connection = builder.serve_connection(TokioIo::new(tcp), App(app.clone()));
         // `map`, not an async block: that would hold the connection twice (captured,
         // then awaited), 800 bytes more per idle stream.
-        tokio::spawn(graceful.watch(connection).map(|ended| {
+        tokio::spawn(graceful.watch(connection).map(move |ended| {
+            drop(open);
             if let Err(e) = ended {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
@@ -88,6 +164,7 @@ pub(crate) async fn serve(
         on_shutdown.await;
         graceful.shutdown().await;
     };
+    let shutdown_timeout = config.shutdown_timeout;
     if tokio::time::timeout(shutdown_timeout, finish)
         .await
         .is_err()

@@ -18,6 +18,12 @@ pub const DEFAULT_CAPACITY: usize = eric_prefabs::DEFAULT_REPLAY;
 pub struct HttpConfig {
     /// A comment line every this often on an idle stream (default 15 s; `None`: never).
     pub keep_alive: Option<Duration>,
+    /// How long a browser waits before it reconnects a dropped stream (SSE `retry`),
+    /// around which each connection gets its own time, uniform in
+    /// `[retry / 2, 3 * retry / 2]` (default 3 s): after a restart, reconnects spread
+    /// over seconds instead of arriving at once. eric-sse's 5 ms, which channels made as
+    /// a library keep, would make every browser reconnect 200 times a second.
+    pub retry: Duration,
     /// Broadcasts each channel keeps for clients resuming with `Last-Event-ID`
     /// (default 1024).
     pub replay: usize,
@@ -44,6 +50,10 @@ pub struct HttpConfig {
     /// The most listeners a channel holds (default 100,000): one more gets 503
     /// `LimitReached`.
     pub max_listeners: usize,
+    /// The most connections open at once (default 50,000; `None`: no cap): one more is
+    /// answered 503 `LimitReached` and closed, so that a storm of clients cannot take
+    /// the process's memory (an idle stream holds about 7 KiB).
+    pub max_connections: Option<usize>,
     /// What each listener of a channel created here may have unread (default
     /// [`DEFAULT_CAPACITY`], 1024; `None`: unbounded). A client that stops reading holds its listener back, and
     /// with it everything broadcast since: the bound is what keeps it from holding
@@ -62,6 +72,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             keep_alive: Some(Duration::from_secs(15)),
+            retry: Duration::from_secs(3),
             replay: eric_prefabs::DEFAULT_REPLAY,
             max_body_bytes: 1 << 20,
             publish_token: None,
@@ -71,6 +82,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(10),
             max_channels: 10_000,
             max_listeners: 100_000,
+            max_connections: Some(50_000),
             capacity: Some(DEFAULT_CAPACITY),
             overflow: OverflowPolicy::Disconnect,
             shutdown_timeout: Duration::from_secs(10),
@@ -83,6 +95,19 @@ impl HttpConfig {
     pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
         self.keep_alive = every;
         self
+    }
+
+    /// Sets the reconnection time around which each connection's is spread.
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// A reconnection time for one connection, in milliseconds: uniform in
+    /// `[retry / 2, 3 * retry / 2]`.
+    pub(crate) fn connection_retry_ms(&self) -> u64 {
+        let retry = u64::try_from(self.retry.as_millis()).unwrap_or(u64::MAX / 2);
+        fastrand::u64(retry / 2..=retry.saturating_add(retry / 2))
     }
 
     /// Sets how many broadcasts each channel keeps for resuming clients.
@@ -128,6 +153,12 @@ impl HttpConfig {
         self
     }
 
+    /// Caps the connections open at once (`None`: no cap).
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
     /// Bounds what each listener of a channel created here may have unread, and says
     /// what happens to one that goes over.
     pub fn capacity(mut self, capacity: usize, overflow: OverflowPolicy) -> Self {
@@ -159,6 +190,12 @@ impl HttpConfig {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
+    /// Connections open now.
+    pub(crate) connections: AtomicU64,
+    /// Connections refused for going over `max_connections`.
+    pub(crate) refused_connections: AtomicU64,
+    /// Refusals being answered now.
+    pub(crate) refusing: AtomicU64,
     pub(crate) open_streams: AtomicU64,
     pub(crate) delivered: AtomicU64,
     /// What channels removed so far had counted (dropped, rejected, disconnected), so
@@ -260,6 +297,18 @@ impl AppState {
                 "Listeners registered in all channels.",
                 "gauge",
                 listeners,
+            ),
+            gauge(
+                "eric_connections",
+                "HTTP connections open now.",
+                "gauge",
+                self.metrics.connections.load(Ordering::Relaxed),
+            ),
+            gauge(
+                "eric_connections_refused_total",
+                "Connections refused for going over --max-connections.",
+                "counter",
+                self.metrics.refused_connections.load(Ordering::Relaxed),
             ),
             gauge(
                 "eric_open_streams",

@@ -83,7 +83,11 @@ async fn every_route_works_as_eric_sse_front_end_does() {
         json!({"headline": "é"}),
         "data is JSON, not a Python repr"
     );
-    assert_eq!(first.retry, Some(Duration::from_millis(5)));
+    let retry = first.retry.unwrap();
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(4500)).contains(&retry),
+        "{retry:?}: within [retry/2, 3*retry/2] of the 3 s default"
+    );
     let second = next(&mut events).await;
     assert_eq!(
         (second.event.as_str(), second.data.as_str()),
@@ -763,4 +767,92 @@ async fn channels_and_listeners_are_capped() {
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     server.create().await;
+}
+
+/// Found by hand (issue 19): a client library that sends `Content-Type:
+/// application/json` on every request creates a channel with an empty body; a body that
+/// is not what `PUT /create` takes is eric's JSON error, never axum's plain text.
+#[tokio::test]
+async fn create_takes_an_empty_json_body_and_refuses_bad_ones_in_json() {
+    let server = start(HttpConfig::default()).await;
+    let put = |body: &'static str| {
+        server
+            .http
+            .put(server.url("/create"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let created = put("").await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let named = put(r#"{"channel_id": "room"}"#).await.unwrap();
+    assert_eq!(named.status(), StatusCode::CREATED);
+    let body: Value = named.json().await.unwrap();
+    assert_eq!(body["channel_id"], "room");
+    for bad in ["{", "not json", r#"{"channel_id": 5}"#] {
+        let refused = put(bad).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "InvalidMessageFormat", "{bad}");
+    }
+}
+
+/// No reconnection storms (issue 22): each connection gets its own `retry`, spread
+/// uniformly in [retry/2, 3*retry/2], on every event it is sent.
+#[tokio::test]
+async fn each_connection_gets_its_own_retry_around_the_configured_one() {
+    let server = start(HttpConfig::default().retry(Duration::from_millis(1000))).await;
+    let channel = server.create().await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let path = format!("/channels/{channel}/events");
+        streams.push(server.events(&path, None).await);
+    }
+    server.broadcast(&channel, "n", json!(1)).await;
+    server.broadcast(&channel, "n", json!(2)).await;
+    let mut retries = Vec::new();
+    for stream in &mut streams {
+        let (first, second) = (next(stream).await, next(stream).await);
+        assert_eq!(first.retry, second.retry, "one connection keeps its retry");
+        let retry = first.retry.unwrap().as_millis();
+        assert!((500..=1500).contains(&retry), "{retry} ms");
+        retries.push(retry);
+    }
+    retries.sort();
+    retries.dedup();
+    // 20 draws from 1,001 values: all equal would mean no spread at all.
+    assert!(retries.len() > 10, "{retries:?}");
+}
+
+/// A cap on connections (issue 22): past it a client gets 503 `LimitReached` and the
+/// connection closes; `/metrics` counts the refusals, and room frees as clients go.
+#[tokio::test]
+async fn connections_over_the_cap_get_503_and_are_counted() {
+    let server = start(HttpConfig::default().max_connections(Some(3))).await;
+    let channel = server.create().await;
+    // Two streams and the test's own pooled connection: three open.
+    let mut first = server
+        .events(&format!("/channels/{channel}/events"), None)
+        .await;
+    let second = server
+        .events(&format!("/channels/{channel}/events"), None)
+        .await;
+    server.eventually("eric_connections", 3).await;
+    let refused = reqwest::Client::new()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["connection"], "close");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "LimitReached");
+    assert_eq!(server.metric("eric_connections_refused_total").await, 1);
+    // The streams it holds are unaffected; when one goes, a new client is served.
+    server.broadcast(&channel, "n", json!(1)).await;
+    assert_eq!(next(&mut first).await.data, "1");
+    drop(second);
+    server.eventually("eric_connections", 2).await;
+    let served = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
 }
