@@ -2,93 +2,17 @@
 //! opens the page twice; a message sent from one page arrives in the other (and in the
 //! sender's own), through `EventSource` and eric's Publisher.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Where they
-//! are missing the test prints why and returns, unless `ERIC_REQUIRE_BROWSER` is set
-//! (as `.ci/run` sets it), in which case a missing browser fails the test.
+//! Needs Debian's `chromium` and `chromium-driver` (tests/support/browser.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "../examples/chat/app.rs"]
 mod chat;
 
-use std::net::TcpListener as StdListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Map, json};
-
-/// The first of `names` found on PATH.
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
-/// ChromeDriver on a free loopback port, killed on drop.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-}
-
-impl ChromeDriver {
-    fn start(program: &Path) -> Self {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(program)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        ChromeDriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// A new browser session (its own window and profile), once the driver answers.
-    async fn session(&self, chromium: &Path) -> Client {
-        let mut capabilities = Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--no-first-run"],
-            }),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(capabilities.clone())
-                .connect(&self.url)
-                .await
-            {
-                Ok(client) => return client,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("ChromeDriver at {} gave no session: {e}", self.url),
-            }
-        }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use fantoccini::{Client, Locator};
 
 /// Open the chat page and join as `name`.
 async fn join(browser: &Client, base: &str, name: &str) {
@@ -126,15 +50,7 @@ async fn wait_for_log(browser: &Client, text: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_in_one_browser_window_arrives_in_another() {
-    let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"]);
-    let driver = find_program(&["chromedriver"]);
-    let (Some(chromium), Some(driver)) = (chromium, driver) else {
-        let reason = "chromium and chromedriver are not on PATH (Debian: apt-get install \
-                      chromium chromium-driver; .ci/run installs them)";
-        if std::env::var_os("ERIC_REQUIRE_BROWSER").is_some() {
-            panic!("ERIC_REQUIRE_BROWSER is set but {reason}");
-        }
-        eprintln!("skipping the browser test: {reason}");
+    let Some((driver, chromium)) = browser::browser() else {
         return;
     };
 
@@ -142,7 +58,6 @@ async fn a_message_sent_in_one_browser_window_arrives_in_another() {
     let base = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, chat::router()).await });
 
-    let driver = ChromeDriver::start(&driver);
     let alice = driver.session(&chromium).await;
     let bob = driver.session(&chromium).await;
 
