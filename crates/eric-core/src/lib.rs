@@ -74,3 +74,8 @@ pub use message::{
 };
 pub use queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 pub use stream::MessageStream;
+
+// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

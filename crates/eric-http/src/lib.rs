@@ -258,3 +258,8 @@ fn router(state: Arc<AppState>) -> Router {
     }
     app.with_state(state)
 }
+
+// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

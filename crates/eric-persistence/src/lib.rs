@@ -55,3 +55,8 @@ pub use redis_storage::RedisStorage;
 pub use repository::SseChannelRepository;
 pub use storage::{InMemoryStorage, KvStorage};
 pub use stored::StoredChannels;
+
+// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -48,7 +48,7 @@ pub(crate) struct Inner {
     acks: mpsc::UnboundedSender<Ack>,
 }
 
-/// An SSE channel kept in a [`KvStorage`]: what [`SseChannelRepository`](crate::SseChannelRepository)
+/// An SSE channel kept in a [`KvStorage`](crate::KvStorage): what [`SseChannelRepository`](crate::SseChannelRepository)
 /// creates and loads. Cheap to clone.
 ///
 /// Writes go to the storage first and to memory second: when `broadcast`, `dispatch`

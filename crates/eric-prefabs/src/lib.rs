@@ -42,3 +42,8 @@ pub use sse_channel::{
     DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, SseAdapter, SseChannel,
     SseChannelBuilder, SseStream, check_message,
 };
+
+// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -125,7 +125,7 @@ impl fmt::Debug for Publication {
 /// subscribers by listener id.
 type Target = (Channel<MessageAdapter>, Vec<(String, Arc<Subscriber>)>);
 
-/// A subscriber, as [`Publisher::get_subscribers`] lists it.
+/// A subscriber, as [`Publisher::subscribers`] lists it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subscriber {
     /// The subscription's id.

@@ -43,3 +43,8 @@ pub use client::{LineStream, SocketClient};
 pub use error::{Error, Result};
 pub use protocol::{ErrorReply, Request, Verb, parse_request, stream_line};
 pub use server::{ACK, ServerHandle, SocketServer, SocketServerConfig};
+
+// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
