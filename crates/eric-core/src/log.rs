@@ -316,6 +316,11 @@ mod tests {
 
     use super::*;
 
+    /// Broadcasts a test appends: fewer under Miri, which interprets every step (the
+    /// sizes still cross many segments and the windows below).
+    const MANY: u64 = if cfg!(miri) { 1_000 } else { 10_000 };
+    const SOME: u64 = if cfg!(miri) { 300 } else { 1_000 };
+
     fn segments(log: &BroadcastLog) -> usize {
         lock(&log.state).segments.len()
     }
@@ -333,7 +338,7 @@ mod tests {
     fn segments_nobody_needs_are_freed() {
         let log = BroadcastLog::new(None, 0);
         let mut reader = log.cursor_at_head();
-        for n in 0..10_000u64 {
+        for n in 0..MANY {
             log.append(Message::new("n", n));
             if n % 100 == 0 {
                 read_all(&log, &mut reader);
@@ -346,12 +351,12 @@ mod tests {
     fn an_unbounded_log_keeps_what_a_slow_reader_has_not_read() {
         let log = BroadcastLog::new(None, 0);
         let mut slow = log.cursor_at_head();
-        for n in 0..1_000u64 {
+        for n in 0..SOME {
             log.append(Message::new("n", n));
         }
-        assert!(segments(&log) >= 1_000 / SEGMENT_LEN as usize);
+        assert!(segments(&log) >= (SOME / SEGMENT_LEN) as usize);
         let got = read_all(&log, &mut slow);
-        assert_eq!(got.len(), 1_000);
+        assert_eq!(got.len(), SOME as usize);
         assert!(got.iter().enumerate().all(|(i, m)| m.payload() == i as u64));
         log.append(Message::of_type("trim"));
         for _ in 0..SEGMENT_LEN {
@@ -365,16 +370,16 @@ mod tests {
     fn a_bounded_log_keeps_its_window_whatever_readers_do() {
         let log = BroadcastLog::new(Some(100), 0);
         let mut stalled = log.cursor_at_head();
-        for n in 0..10_000u64 {
+        for n in 0..MANY {
             log.append(Message::new("n", n));
         }
         // The window (100) plus the segment in progress and one the cut falls into.
         assert!(segments(&log) <= 100 / SEGMENT_LEN as usize + 3);
         match log.peek(&mut stalled) {
-            Read::Lagged { missed } => assert_eq!(missed, 10_000 - 100),
+            Read::Lagged { missed } => assert_eq!(missed, MANY - 100),
             _ => panic!("a stalled reader must learn it lagged"),
         }
-        BroadcastLog::advance(&mut stalled, 10_000 - 100);
+        BroadcastLog::advance(&mut stalled, MANY - 100);
         let got = read_all(&log, &mut stalled);
         assert_eq!(
             got.len(),
@@ -383,7 +388,7 @@ mod tests {
             got.first(),
             stalled.next
         );
-        assert_eq!(got[0].payload(), 9_900);
+        assert_eq!(got[0].payload(), MANY - 100);
     }
 
     #[test]
