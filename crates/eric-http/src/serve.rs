@@ -14,7 +14,7 @@ use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::HeaderValue;
@@ -51,35 +51,26 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
     }
 }
 
-/// Counts an open connection in `/metrics` while it lives.
-struct Open(Arc<Metrics>);
+/// Counts itself in one of the metrics' gauges while it lives (an open connection, a
+/// refusal being answered).
+struct Counted {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicU64,
+}
 
-impl Open {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        Open(Arc::clone(metrics))
+impl Counted {
+    fn new(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+        gauge(metrics).fetch_add(1, Ordering::Relaxed);
+        Counted {
+            metrics: Arc::clone(metrics),
+            gauge,
+        }
     }
 }
 
-impl Drop for Open {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a refusal being answered while it lives.
-struct Refusing(Arc<Metrics>);
-
-impl Refusing {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.refusing.fetch_add(1, Ordering::Relaxed);
-        Refusing(Arc::clone(metrics))
-    }
-}
-
-impl Drop for Refusing {
-    fn drop(&mut self) {
-        self.0.refusing.fetch_sub(1, Ordering::Relaxed);
+        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -140,13 +131,13 @@ pub(crate) async fn serve(
         if let Some(max) = config.max_connections.filter(|&max| open >= max) {
             metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
             if metrics.refusing.load(Ordering::Relaxed) < REFUSING_AT_ONCE {
-                let refusing = Refusing::new(&metrics);
+                let refusing = Counted::new(&metrics, |m| &m.refusing);
                 let refusal = builder.serve_connection(TokioIo::new(tcp), Refuse(max));
                 tokio::spawn(refusal.map(move |_| drop(refusing)));
             }
             continue;
         }
-        let open = Open::new(&metrics);
+        let open = Counted::new(&metrics, |m| &m.connections);
         // Events are small writes that must go out now, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let connection = builder.serve_connection(TokioIo::new(tcp), App(app.clone()));

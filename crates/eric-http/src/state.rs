@@ -287,60 +287,64 @@ impl AppState {
                 disconnected += stats.disconnected;
             }
         }
-        let gauge = |name: &str, help: &str, kind: &str, value: u64| {
-            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
-        };
-        [
-            gauge("eric_channels", "Channels.", "gauge", ids.len() as u64),
-            gauge(
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let metrics = &self.metrics;
+        // (name, help, type, value), in the order they are written.
+        let rows: [(&str, &str, &str, u64); 9] = [
+            ("eric_channels", "Channels.", "gauge", ids.len() as u64),
+            (
                 "eric_listeners",
                 "Listeners registered in all channels.",
                 "gauge",
                 listeners,
             ),
-            gauge(
+            (
                 "eric_connections",
                 "HTTP connections open now.",
                 "gauge",
-                self.metrics.connections.load(Ordering::Relaxed),
+                load(&metrics.connections),
             ),
-            gauge(
+            (
                 "eric_connections_refused_total",
                 "Connections refused for going over --max-connections.",
                 "counter",
-                self.metrics.refused_connections.load(Ordering::Relaxed),
+                load(&metrics.refused_connections),
             ),
-            gauge(
+            (
                 "eric_open_streams",
                 "SSE responses being streamed now.",
                 "gauge",
-                self.metrics.open_streams.load(Ordering::Relaxed),
+                load(&metrics.open_streams),
             ),
-            gauge(
+            (
                 "eric_delivered_total",
                 "Events written to SSE responses.",
                 "counter",
-                self.metrics.delivered.load(Ordering::Relaxed),
+                load(&metrics.delivered),
             ),
-            gauge(
+            (
                 "eric_dropped_total",
                 "Messages dropped by bounded queues.",
                 "counter",
                 dropped,
             ),
-            gauge(
+            (
                 "eric_rejected_total",
                 "Messages refused because a listener was full (overflow policy reject).",
                 "counter",
                 rejected,
             ),
-            gauge(
+            (
                 "eric_disconnected_total",
                 "Listeners disconnected for falling too far behind (policy disconnect).",
                 "counter",
                 disconnected,
             ),
-        ]
-        .concat()
+        ];
+        rows.iter()
+            .map(|(name, help, kind, value)| {
+                format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+            })
+            .collect()
     }
 }

@@ -173,15 +173,10 @@ impl RedisCluster {
         listener_id: &str,
         last_event_id: Option<&str>,
     ) -> Result<ListenerStream> {
-        let mut retried = false;
-        loop {
-            let served = self.served(id).await?;
-            match self.attach(&served, id, listener_id, last_event_id).await {
-                // Let go of (idle) between the lookup and the attach: load it again.
-                Err(err) if !retried && super::closed_meanwhile(&err) => retried = true,
-                stream => return stream,
-            }
-        }
+        self.on_served(id, |served| async move {
+            self.attach(&served, id, listener_id, last_event_id).await
+        })
+        .await
     }
 
     async fn attach(

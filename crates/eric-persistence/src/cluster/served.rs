@@ -133,14 +133,27 @@ impl RedisCluster {
         id: &str,
         last_event_id: Option<&str>,
     ) -> Result<SseStream> {
+        self.on_served(id, |served| async move {
+            served.catch_up(last_event_id).await;
+            served.channel.subscribe(last_event_id).map_err(Error::from)
+        })
+        .await
+    }
+
+    /// Runs `attempt` on this process's copy of channel `id` (loaded if need be); once
+    /// more, on a copy loaded again, if the copy was let go of (idle) between the lookup
+    /// and the attempt.
+    pub(super) async fn on_served<T, F, Fut>(&self, id: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Served) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut retried = false;
         loop {
             let served = self.served(id).await?;
-            served.catch_up(last_event_id).await;
-            match served.channel.subscribe(last_event_id).map_err(Error::from) {
-                // Let go of (idle) between the lookup and the subscribe: load it again.
+            match attempt(served).await {
                 Err(err) if !retried && closed_meanwhile(&err) => retried = true,
-                stream => return stream,
+                outcome => return outcome,
             }
         }
     }
