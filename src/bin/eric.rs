@@ -96,8 +96,7 @@ impl Backend {
     /// The channels a server serves: in memory, kept in Redis, or shared through it.
     async fn channels(&self) -> Result<SharedChannels, Box<dyn std::error::Error>> {
         use eric::persistence::{
-            Keys, MemoryChannels, RedisCluster, RedisStorage, SseChannelRepository, SseChannels,
-            StoredChannels,
+            Keys, MemoryChannels, RedisCluster, RedisStorage, SseChannelRepository, StoredChannels,
         };
         Ok(match &self.redis {
             Some(url) if self.cluster => {
@@ -114,10 +113,6 @@ impl Backend {
                 let keys = Keys::new(self.redis_prefix.clone());
                 let storage = RedisStorage::connect_with_keys(url, keys).await?;
                 let stored = StoredChannels::load(SseChannelRepository::new(storage)).await?;
-                tracing::info!(
-                    channels = stored.local().len(),
-                    "loaded the stored channels"
-                );
                 Arc::new(stored)
             }
             None => Arc::new(MemoryChannels::new()),

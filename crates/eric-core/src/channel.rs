@@ -633,7 +633,7 @@ impl<A: Adapter> Channel<A> {
         let queue = connection.queue().stats();
         // One reading of the head and the position for both numbers: read apart, a
         // broadcast or a skip in between made the subtraction underflow.
-        let unread = self.unread_broadcasts(&connection);
+        let unread = self.shared.unread_broadcasts(&connection);
         let pending = self.beyond_window(unread);
         Ok(QueueStats {
             len: queue.len + (unread - pending) as usize,
@@ -642,14 +642,9 @@ impl<A: Adapter> Channel<A> {
         })
     }
 
-    /// The broadcasts `connection` has not read.
-    fn unread_broadcasts(&self, connection: &Connection) -> u64 {
-        self.shared.log.head().saturating_sub(connection.position())
-    }
-
     /// Broadcasts `connection` has fallen behind on beyond the window, not yet skipped.
     fn pending_drops(&self, connection: &Connection) -> u64 {
-        self.beyond_window(self.unread_broadcasts(connection))
+        self.beyond_window(self.shared.unread_broadcasts(connection))
     }
 
     /// Of `unread` broadcasts, those past the window that a `DropOldest` listener will

@@ -41,11 +41,16 @@ pub(crate) struct Shared<A> {
 impl<A> Shared<A> {
     /// A disconnection of `connection` now: everything it had unread is dropped.
     pub(crate) fn disconnection_of(&self, connection: &Connection) -> Disconnection {
-        let unread_broadcasts = self.log.head().saturating_sub(connection.position());
         Disconnection {
             capacity: self.queue_config.capacity().unwrap_or(0),
-            dropped: unread_broadcasts + connection.queue().len() as u64,
+            dropped: self.unread_broadcasts(connection) + connection.queue().len() as u64,
         }
+    }
+
+    /// The broadcasts `connection` has not read (one reading of the head and of its
+    /// position).
+    pub(crate) fn unread_broadcasts(&self, connection: &Connection) -> u64 {
+        self.log.head().saturating_sub(connection.position())
     }
 
     /// The next message for `connection` in FIFO order, applying the overflow policy

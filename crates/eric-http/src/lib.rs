@@ -53,7 +53,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{delete, get, post, put};
-use eric_persistence::{MemoryChannels, SharedChannels, SseChannels};
+use eric_persistence::{MemoryChannels, SharedChannels};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -84,7 +84,8 @@ impl HttpServer {
     }
 
     /// Binds to `addr` and serves `channels`, wherever they are held: every route calls
-    /// them alone ([`SseChannels`]), so the server behaves the same on each backend.
+    /// them alone ([`SseChannels`](eric_persistence::SseChannels)), so the server
+    /// behaves the same on each backend.
     pub async fn bind_with_channels(
         addr: &str,
         config: HttpConfig,
@@ -128,10 +129,6 @@ impl HttpServer {
         repository: eric_persistence::SseChannelRepository,
     ) -> Result<Self> {
         let stored = eric_persistence::StoredChannels::load(repository).await?;
-        tracing::info!(
-            channels = stored.local().len(),
-            "loaded the stored channels"
-        );
         Self::bind_with_channels(addr, config, Arc::new(stored)).await
     }
 

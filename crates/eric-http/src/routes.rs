@@ -274,9 +274,12 @@ pub(crate) async fn through_gate(state: Arc<AppState>, request: Request, next: N
     next.run(request).await
 }
 
-/// `LimitReached` when `channel` holds `max_listeners` already (on this process).
+/// `LimitReached` when `channel` holds `max_listeners` already (on this process: a
+/// cluster channel not served here yet has none). An atomic read, not `info`'s scan of
+/// every listener: it runs for every stream opened.
 async fn room_for_a_listener(state: &AppState, channel: &str) -> Result<()> {
-    let listeners = state.channels.info(channel).await?.stats.listeners;
+    let local = state.channels.local().get(channel);
+    let listeners = local.map_or(0, |channel| channel.listener_count());
     if listeners >= state.config.max_listeners {
         return Err(Error::LimitReached(format!(
             "channel {channel:?} holds its maximum of {} listeners",

@@ -57,6 +57,7 @@ impl StoredChannels {
             container.register(channel.sse().channel().clone())?;
             channels.insert(channel.id().to_owned(), channel);
         }
+        tracing::info!(channels = container.len(), "loaded the stored channels");
         Ok(StoredChannels {
             repository,
             channels: RwLock::new(channels),

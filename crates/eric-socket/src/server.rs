@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eric_persistence::{
-    ChannelSettings, MemoryChannels, SharedChannels, SseChannelRepository, SseChannels,
-    StoredChannels,
+    ChannelSettings, MemoryChannels, SharedChannels, SseChannelRepository, StoredChannels,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -133,9 +132,9 @@ impl SocketServer {
     }
 
     /// Binds to `path` and serves `channels`, wherever they are held (memory, a
-    /// repository, a cluster: [`SseChannels`]). Replaces a stale socket file left by a
-    /// crashed server, refuses if a server answers there or if the path is not a
-    /// socket.
+    /// repository, a cluster: [`SseChannels`](eric_persistence::SseChannels)). Replaces
+    /// a stale socket file left by a crashed server, refuses if a server answers there
+    /// or if the path is not a socket.
     pub async fn bind_with_channels(
         path: impl AsRef<Path>,
         config: SocketServerConfig,
@@ -187,10 +186,6 @@ impl SocketServer {
         repository: SseChannelRepository,
     ) -> Result<Self> {
         let stored = StoredChannels::load(repository).await?;
-        tracing::info!(
-            channels = stored.local().len(),
-            "loaded the stored channels"
-        );
         Self::bind_with_channels(path, config, Arc::new(stored)).await
     }
 
