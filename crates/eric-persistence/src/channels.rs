@@ -94,6 +94,13 @@ pub trait SseChannels: Send + Sync + 'static {
     /// things): messages wait for it until a stream reads them. Returns its id.
     async fn add_listener(&self, channel_id: &str) -> Result<String>;
 
+    /// Adds a listener, as [`add_listener`](Self::add_listener) does, with the id
+    /// given: an id that says something (whose it is, say, as eric-http's does for
+    /// the `sub` of a token). [`eric_core::Error::DuplicateListener`] if the channel
+    /// has one with that id; [`eric_core::Error::InvalidId`] if the id is empty, over
+    /// 1 KiB or holds control characters.
+    async fn add_listener_with_id(&self, channel_id: &str, listener_id: &str) -> Result<()>;
+
     /// Removes a listener; its stream, wherever it is, ends.
     async fn remove_listener(&self, channel_id: &str, listener_id: &str) -> Result<()>;
 

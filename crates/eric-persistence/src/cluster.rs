@@ -290,6 +290,12 @@ impl SseChannels for RedisCluster {
         self.add_stored_listener(id, None).await
     }
 
+    async fn add_listener_with_id(&self, id: &str, listener_id: &str) -> Result<()> {
+        self.add_stored_listener(id, Some(listener_id.to_owned()))
+            .await
+            .map(drop)
+    }
+
     async fn remove_listener(&self, id: &str, listener_id: &str) -> Result<()> {
         self.remove_stored_listener(id, listener_id).await
     }

@@ -132,8 +132,19 @@ impl PersistentSseChannel {
 
     /// Adds a listener, stored; returns its id.
     pub async fn add_listener(&self) -> Result<String> {
-        match self.request(Op::AddListener).await? {
+        match self.request(Op::AddListener(None)).await? {
             Done::Added(id) => Ok(id),
+            _ => unreachable!("the writer answers AddListener with Added"),
+        }
+    }
+
+    /// Adds a listener with the id given, stored.
+    pub async fn add_listener_with_id(&self, listener_id: &str) -> Result<()> {
+        let id = eric_core::MessageQueueListener::with_id(listener_id)?
+            .id()
+            .to_owned();
+        match self.request(Op::AddListener(Some(id))).await? {
+            Done::Added(_) => Ok(()),
             _ => unreachable!("the writer answers AddListener with Added"),
         }
     }

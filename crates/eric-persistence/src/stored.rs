@@ -136,6 +136,12 @@ impl SseChannels for StoredChannels {
         self.stored(channel_id)?.add_listener().await
     }
 
+    async fn add_listener_with_id(&self, channel_id: &str, listener_id: &str) -> Result<()> {
+        self.stored(channel_id)?
+            .add_listener_with_id(listener_id)
+            .await
+    }
+
     async fn remove_listener(&self, channel_id: &str, listener_id: &str) -> Result<()> {
         self.stored(channel_id)?.remove_listener(listener_id).await
     }

@@ -195,6 +195,42 @@ async fn a_stored_listener_reads_broadcasts_and_dispatches_in_the_order_made(bac
     assert_eq!((number(&event), event.id()), (3, Some(third.as_str())));
 }
 
+async fn a_listener_added_with_an_id_is_served_under_it_and_the_id_is_taken(backend: Backend) {
+    let channels = &*backend.channels;
+    let channel = channels.create(ChannelSettings::default()).await.unwrap();
+    channels
+        .add_listener_with_id(&channel, "alice.7f3a")
+        .await
+        .unwrap();
+    let again = channels.add_listener_with_id(&channel, "alice.7f3a").await;
+    assert!(
+        matches!(
+            again,
+            Err(Error::Core(eric_core::Error::DuplicateListener { .. }))
+        ),
+        "{again:?}"
+    );
+    let invalid = channels.add_listener_with_id(&channel, "a\nb").await;
+    assert!(
+        matches!(invalid, Err(Error::Core(eric_core::Error::InvalidId { .. }))),
+        "{invalid:?}"
+    );
+    channels
+        .dispatch(&channel, "alice.7f3a", Message::new("dm", json!({"n": 7})))
+        .await
+        .unwrap();
+    let mut stream = channels
+        .message_stream(&channel, "alice.7f3a", None)
+        .await
+        .unwrap();
+    assert_eq!(number(&next_event(&mut stream).await), 7);
+    channels
+        .remove_listener(&channel, "alice.7f3a")
+        .await
+        .unwrap();
+    assert!(next(&mut stream).await.is_none());
+}
+
 async fn subscribers_get_live_broadcasts_and_resume_after_last_event_id(backend: Backend) {
     let channels = &*backend.channels;
     let channel = channels.create(ChannelSettings::default()).await.unwrap();
@@ -402,6 +438,7 @@ macro_rules! every_backend {
 every_backend!(
     channels_are_created_listed_described_and_removed,
     a_stored_listener_reads_broadcasts_and_dispatches_in_the_order_made,
+    a_listener_added_with_an_id_is_served_under_it_and_the_id_is_taken,
     subscribers_get_live_broadcasts_and_resume_after_last_event_id,
     removing_a_listener_ends_its_stream,
     removing_a_channel_ends_its_streams_with_the_closed_event,

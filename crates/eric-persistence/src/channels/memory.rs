@@ -81,6 +81,13 @@ impl SseChannels for MemoryChannels {
         Ok(self.channel(channel_id)?.add_listener()?.id().to_owned())
     }
 
+    async fn add_listener_with_id(&self, channel_id: &str, listener_id: &str) -> Result<()> {
+        let listener = eric_core::MessageQueueListener::with_id(listener_id)?;
+        Ok(self
+            .channel(channel_id)?
+            .register_listener(std::sync::Arc::new(listener))?)
+    }
+
     async fn remove_listener(&self, channel_id: &str, listener_id: &str) -> Result<()> {
         Ok(self.channel(channel_id)?.remove_listener(listener_id)?)
     }

@@ -24,14 +24,15 @@ const IN_FLIGHT: usize = 2;
 pub(super) enum Op {
     Broadcast(Message),
     Dispatch(String, Message),
-    AddListener,
+    /// With the id given, or a fresh one.
+    AddListener(Option<String>),
     RemoveListener(String),
 }
 
 impl Op {
     /// Listener changes wait until nothing is in flight, and nothing passes them.
     fn is_barrier(&self) -> bool {
-        matches!(self, Op::AddListener | Op::RemoveListener(_))
+        matches!(self, Op::AddListener(_) | Op::RemoveListener(_))
     }
 }
 
@@ -86,7 +87,7 @@ pub(super) async fn write_loop(
             // Listeners come and go between batches, with nothing in flight.
             if let Some(request) = backlog.pop_front() {
                 let outcome = match request.op {
-                    Op::AddListener => add_listener(&strong).await,
+                    Op::AddListener(id) => add_listener(&strong, id).await,
                     Op::RemoveListener(id) => remove_listener(&strong, &id).await,
                     _ => continue,
                 };
@@ -200,7 +201,7 @@ fn plan_batch(
                 *n += 1;
                 (key, message_record_json(msg, Some(plan.next_seq)))
             }
-            Op::AddListener | Op::RemoveListener(_) => {
+            Op::AddListener(_) | Op::RemoveListener(_) => {
                 // Barriers are never planned; answer rather than drop it.
                 let _ = request.done.send(Err(eric_core::Error::ChannelClosed {
                     channel_id: inner.sse.id().to_owned(),
@@ -264,7 +265,7 @@ async fn apply_batch(
                             Done::Dispatched
                         })
                     }
-                    Op::AddListener | Op::RemoveListener(_) => continue,
+                    Op::AddListener(_) | Op::RemoveListener(_) => continue,
                 };
                 match applied {
                     Ok(done) => {
@@ -308,9 +309,16 @@ fn check(inner: &Inner, msg: &Message) -> Result<()> {
     Ok(eric_prefabs::check_message(msg)?)
 }
 
-async fn add_listener(inner: &Inner) -> Result<Done> {
-    let listener = inner.sse.add_listener()?;
-    let id = listener.id().to_owned();
+async fn add_listener(inner: &Inner, id: Option<String>) -> Result<Done> {
+    let id = match id {
+        Some(id) => {
+            let listener = eric_core::MessageQueueListener::with_id(id)?;
+            let id = listener.id().to_owned();
+            inner.sse.register_listener(std::sync::Arc::new(listener))?;
+            id
+        }
+        None => inner.sse.add_listener()?.id().to_owned(),
+    };
     let cursor = inner.sse.channel().get_connection(&id)?.position();
     let record = ListenerRecord {
         v: RECORD_VERSION,
