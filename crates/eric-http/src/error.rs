@@ -33,6 +33,16 @@ pub enum Error {
     /// 401: a token is required and was missing or wrong.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 401: the signed token given is not valid (signature, algorithm, claims).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 401: the signed token given has expired: fetch a new one.
+    #[error("the token has expired")]
+    TokenExpired,
+    /// 403: the token is valid but does not let its bearer do this (to this channel,
+    /// or to this listener).
+    #[error("{0}")]
+    Forbidden(String),
     /// 408: the request took longer than the server's request timeout to arrive and be
     /// answered (a body sent a byte at a time, say).
     #[error("the request took longer than {0:?}")]
@@ -55,6 +65,9 @@ pub enum Error {
     /// 500: anything else.
     #[error("{0}")]
     Internal(String),
+    /// The server's configuration cannot be used (a key that is not one, say).
+    #[error("{0}")]
+    Config(String),
     /// Binding or serving failed.
     #[error("{operation}: {source}")]
     Io {
@@ -79,13 +92,18 @@ impl Error {
             Error::UnknownChannel(_) | Error::UnknownListener(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::BadRequest { status, .. } => *status,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::InvalidToken(_) | Error::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Full(_)
             | Error::Unavailable(_)
             | Error::LimitReached(_)
             | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::Config(_) | Error::Io { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -96,11 +114,15 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::BadRequest { .. } => "InvalidMessageFormat",
             Error::Unauthorized => "Unauthorized",
+            Error::InvalidToken(_) => "InvalidToken",
+            Error::TokenExpired => "TokenExpired",
+            Error::Forbidden(_) => "Forbidden",
             Error::Timeout(_) => "RequestTimeout",
             Error::Full(_) => "QueueFull",
             Error::Unavailable(_) => "RepositoryError",
             Error::LimitReached(_) => "LimitReached",
             Error::ShuttingDown => "ShuttingDown",
+            Error::Config(_) => "Config",
             Error::Internal(_) | Error::Io { .. } => "Internal",
         }
     }

@@ -18,10 +18,13 @@ use crate::state::Metrics;
 /// The wire bytes of a stream: each event encoded with this connection's reconnection
 /// time, a keep-alive comment whenever `keep_alive` passes with nothing to send (a
 /// timer, not a poll), and an in-band `_eric_error` event if the stream fails. Counts
-/// itself as an open stream while it lives, and each event as delivered.
+/// itself as an open stream while it lives, and each event as delivered. A stream
+/// opened with a token that expires ends then, with a `_eric_token_expired` event.
 pub(crate) struct SseBody {
     events: EventStream,
     keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// When the token the stream was opened with expires, and that time.
+    expiry: Option<(u64, Pin<Box<Sleep>>)>,
     /// This connection's `retry`, in place of the channel's: spread per connection so
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
@@ -35,11 +38,13 @@ impl SseBody {
         keep_alive: Option<Duration>,
         retry_ms: u64,
         metrics: Arc<Metrics>,
+        expires: Option<u64>,
     ) -> Self {
         metrics.open_streams.fetch_add(1, Ordering::Relaxed);
         SseBody {
             events,
             keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
+            expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
             metrics,
             done: false,
@@ -54,6 +59,18 @@ impl Stream for SseBody {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        if let Some((exp, expiry)) = &mut this.expiry
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            this.done = true;
+            let data = serde_json::json!({ "reason": "token_expired", "exp": *exp }).to_string();
+            let event = SseEvent::new(data).with_retry(this.retry_ms);
+            let event = event
+                .clone()
+                .with_event(eric_prefabs::MESSAGE_TYPE_TOKEN_EXPIRED)
+                .unwrap_or(event);
+            return Poll::Ready(Some(Ok(Bytes::from(event.encode()))));
         }
         match this.events.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => {
@@ -92,6 +109,18 @@ impl Stream for SseBody {
             }
         }
     }
+}
+
+/// The instant of `exp`, seconds since the Unix epoch (now, if it has passed).
+fn instant_of(exp: u64) -> Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Capped (at ten years), so that no `exp` a token may hold overflows the clock.
+    let left = Duration::from_secs(exp)
+        .saturating_sub(now)
+        .min(Duration::from_secs(10 * 365 * 86_400));
+    Instant::now() + left
 }
 
 impl Drop for SseBody {

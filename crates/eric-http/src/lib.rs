@@ -39,8 +39,10 @@
 //! # }
 //! ```
 
+mod auth;
 mod error;
 mod events;
+mod multi;
 mod routes;
 mod serve;
 mod state;
@@ -57,7 +59,11 @@ use eric_persistence::{MemoryChannels, SharedChannels};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+#[cfg(feature = "jwt")]
+pub use auth::{JwtConfig, JwtKey};
+pub use auth::ChannelPattern;
 pub use error::{Error, Result};
+pub use multi::{MAX_POSITION_BYTES, MultiEventId};
 pub use state::{DEFAULT_CAPACITY, HttpConfig};
 
 use state::AppState;
@@ -190,10 +196,11 @@ impl HttpServer {
 
 fn router(state: Arc<AppState>) -> Router {
     let config = &state.config;
-    let publish_token = config.publish_token.clone();
-    let subscribe_token = config.subscribe_token.clone();
     let gate = Arc::clone(&state);
-    let publishing = Router::new()
+    // Each route checks what it needs of the request's token (`auth::Access`).
+    // Everything that changes state or opens a stream passes the gate, which shutting
+    // down closes once what is in flight has finished.
+    let gated = Router::new()
         .route("/create", put(routes::create))
         .route("/broadcast", post(routes::broadcast))
         .route("/dispatch", post(routes::dispatch))
@@ -202,26 +209,14 @@ fn router(state: Arc<AppState>) -> Router {
             delete(routes::remove_listener),
         )
         .route("/channel/{channel}", delete(routes::remove_channel))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            routes::require(publish_token.clone(), request, next)
-        }));
-    let subscribing = Router::new()
         .route("/subscribe", post(routes::subscribe))
         .route("/stream/{channel}/{listener}", get(routes::stream))
         .route("/channels/{channel}/events", get(routes::events))
+        .route("/events", get(routes::multi_events))
         .route("/channels", get(routes::channels))
         .layer(axum::middleware::from_fn(move |request, next| {
-            routes::require(subscribe_token.clone(), request, next)
+            routes::through_gate(Arc::clone(&gate), request, next)
         }));
-    // Everything that changes state or opens a stream passes the gate, which shutting
-    // down closes once what is in flight has finished.
-    let gated =
-        Router::new()
-            .merge(publishing)
-            .merge(subscribing)
-            .layer(axum::middleware::from_fn(move |request, next| {
-                routes::through_gate(Arc::clone(&gate), request, next)
-            }));
     let mut app = Router::new()
         .merge(gated)
         .route("/healthz", get(routes::healthz))
@@ -232,7 +227,8 @@ fn router(state: Arc<AppState>) -> Router {
         routes::deadline(request_timeout, request, next)
     }));
     if !config.cors_origins.is_empty() {
-        let origins = if config.cors_origins.iter().any(|o| o == "*") {
+        let any = config.cors_origins.iter().any(|o| o == "*");
+        let origins = if any {
             AllowOrigin::any()
         } else {
             AllowOrigin::list(
@@ -250,7 +246,10 @@ fn router(state: Arc<AppState>) -> Router {
                     axum::http::header::CONTENT_TYPE,
                     axum::http::header::AUTHORIZATION,
                     axum::http::HeaderName::from_static("last-event-id"),
-                ]),
+                ])
+                // The token cookie goes with `withCredentials`, which browsers allow
+                // from named origins only.
+                .allow_credentials(!any),
         );
     }
     app.with_state(state)

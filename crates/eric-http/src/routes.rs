@@ -15,6 +15,7 @@ use eric_persistence::EventStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::{self, Access, Role};
 use crate::error::{Error, Result};
 use crate::events::SseBody;
 use crate::state::AppState;
@@ -50,15 +51,22 @@ fn channel_id(id: Option<&str>) -> Result<&str> {
 
 /// `PUT /create`: a channel, with the given `channel_id` (query or JSON body) or a
 /// fresh one. 201 `{"channel_id"}`; 409 if the id is taken.
+/// With signed tokens, the token must let its bearer publish to the id (a fresh one
+/// is a UUID, which only a pattern such as `*` matches).
 pub(crate) async fn create(
     State(state): Shared,
+    access: Access,
     Query(query): Query<ChannelQuery>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let id = match query.channel_id {
+    let mut id = match query.channel_id {
         Some(id) => Some(id),
         None => channel_id_in(&body)?,
     };
+    if access.role(Role::Publish)?.by_claims {
+        let named = id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        access.check(Role::Publish, named)?;
+    }
     if state.channels.len().await? >= state.config.max_channels {
         return Err(Error::LimitReached(format!(
             "the server holds its maximum of {} channels",
@@ -86,24 +94,36 @@ fn channel_id_in(body: &[u8]) -> Result<Option<String>> {
 }
 
 /// `POST /subscribe?channel_id=`: a listener. `{"listener_id"}`.
+/// Made with a signed token that has a `sub`, the listener is that `sub`'s: its id
+/// ends with a tag of it, and only a token with the same `sub` streams or removes it.
 pub(crate) async fn subscribe(
     State(state): Shared,
+    access: Access,
     Query(query): Query<ChannelQuery>,
 ) -> Result<Json<Value>> {
     let channel = channel_id(query.channel_id.as_deref())?;
+    let granted = access.check(Role::Subscribe, channel)?;
     room_for_a_listener(&state, channel).await?;
-    let listener = state.channels.add_listener(channel).await?;
+    let listener = match auth::listener_id_for(&granted) {
+        Some(id) => {
+            state.channels.add_listener_with_id(channel, &id).await?;
+            id
+        }
+        None => state.channels.add_listener(channel).await?,
+    };
     Ok(Json(json!({"listener_id": listener})))
 }
 
 /// `POST /broadcast?channel_id=` with `{"type", "payload"}`.
 pub(crate) async fn broadcast(
     State(state): Shared,
+    access: Access,
     Query(query): Query<ChannelQuery>,
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let publish = json_body(body)?;
     let channel = channel_id(query.channel_id.as_deref())?;
+    access.check(Role::Publish, channel)?;
+    let publish = json_body(body)?;
     let message = Message::new(publish.message_type, publish.payload);
     let published = state.channels.broadcast(channel, message).await?;
     // In a cluster, listeners are counted by each process for itself: null.
@@ -113,17 +133,20 @@ pub(crate) async fn broadcast(
 }
 
 /// `POST /dispatch?channel_id=&listener_id=` with `{"type", "payload"}`.
+/// Dispatching is publishing: the token must let its bearer publish to the channel.
 pub(crate) async fn dispatch(
     State(state): Shared,
+    access: Access,
     Query(query): Query<ChannelQuery>,
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
+    let channel = channel_id(query.channel_id.as_deref())?;
+    access.check(Role::Publish, channel)?;
     let publish = json_body(body)?;
     let listener = query
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    let channel = channel_id(query.channel_id.as_deref())?;
     let message = Message::new(publish.message_type, publish.payload);
     state.channels.dispatch(channel, listener, message).await?;
     Ok(Json(json!({"ok": true})))
@@ -137,13 +160,14 @@ fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
         .or_else(|| query.last_event_id.clone())
 }
 
-fn sse_response(state: &AppState, events: EventStream) -> Response {
+fn sse_response(state: &AppState, events: EventStream, expires: Option<u64>) -> Response {
     let retry_ms = state.config.connection_retry_ms();
     let body = SseBody::new(
         events,
         state.config.keep_alive,
         retry_ms,
         Arc::clone(&state.metrics),
+        expires,
     );
     // Sized for its three headers: hyper keeps a response's header map for the
     // connection's next request, so a default-sized one (six entries) would cost an idle
@@ -165,40 +189,115 @@ fn sse_response(state: &AppState, events: EventStream) -> Response {
 /// `Last-Event-ID` (header or `?last_event_id=`).
 pub(crate) async fn stream(
     State(state): Shared,
+    access: Access,
     Path((channel_id, listener_id)): Path<(String, String)>,
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let granted = access.check(Role::Subscribe, &channel_id)?;
+    auth::check_owner(&granted, &listener_id)?;
     let last = last_event_id(&headers, &query);
     let events = state
         .channels
         .message_stream(&channel_id, &listener_id, last.as_deref())
         .await?;
-    Ok(sse_response(&state, events))
+    Ok(sse_response(&state, events, granted.expires))
 }
 
 /// `GET /channels/{channel}/events`: subscribe and stream in one request, what a
 /// browser's `EventSource` wants; the listener goes when the connection does.
 pub(crate) async fn events(
     State(state): Shared,
+    access: Access,
     Path(channel_id): Path<String>,
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let granted = access.check(Role::Subscribe, &channel_id)?;
     room_for_a_listener(&state, &channel_id).await?;
     let last = last_event_id(&headers, &query);
     let events = state
         .channels
         .subscribe(&channel_id, last.as_deref())
         .await?;
-    Ok(sse_response(&state, events))
+    Ok(sse_response(&state, events, granted.expires))
 }
 
-/// `DELETE /listener/{channel}/{listener}`: its stream ends. 204.
+/// `GET /events?channel=a&channel=b…`: subscribe to each and stream them merged, every
+/// event in a `{"channel", "data"}` envelope, under ids that hold each channel's
+/// position ([`MultiEventId`](crate::MultiEventId)). Every channel must exist and be
+/// one the token may subscribe to; at most `max_channels_per_stream` (400 beyond).
+pub(crate) async fn multi_events(
+    State(state): Shared,
+    access: Access,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let mut channels: Vec<String> = Vec::new();
+    let mut query_last = None;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match &*key {
+            "channel" if !channels.iter().any(|c| *c == value) => {
+                channels.push(value.into_owned());
+            }
+            "last_event_id" => query_last = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let max = state.config.max_channels_per_stream;
+    if channels.is_empty() {
+        return Err(Error::bad_request(
+            "name the channels to follow: /events?channel=a&channel=b",
+        ));
+    }
+    if channels.len() > max {
+        return Err(Error::bad_request(format!(
+            "a stream follows at most {max} channels; this one names {}",
+            channels.len()
+        )));
+    }
+    let mut expires = None;
+    for channel in &channels {
+        expires = access.check(Role::Subscribe, channel)?.expires;
+        room_for_a_listener(&state, channel).await?;
+    }
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query_last);
+    // An id that is not a stream's of these channels resets each of them, as a single
+    // channel's stream does for an id it cannot read.
+    let positions = match &last {
+        None => vec![None; channels.len()],
+        Some(id) => match crate::MultiEventId::parse(id, channels.len()) {
+            Some(parsed) => parsed.positions().to_vec(),
+            None => vec![Some(id.clone()); channels.len()],
+        },
+    };
+    let streams = futures_util::future::try_join_all(
+        channels
+            .iter()
+            .zip(&positions)
+            .map(|(channel, position)| state.channels.subscribe(channel, position.as_deref())),
+    )
+    .await?;
+    let merged = crate::multi::merge(channels, streams, positions);
+    Ok(sse_response(&state, merged, expires))
+}
+
+/// `DELETE /listener/{channel}/{listener}`: its stream ends. 204. A token that may
+/// publish to the channel removes any of its listeners; one that may subscribe to it,
+/// those it may stream.
 pub(crate) async fn remove_listener(
     State(state): Shared,
+    access: Access,
     Path((channel_id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
+    if access.check(Role::Publish, &channel_id).is_err() {
+        let granted = access.check(Role::Subscribe, &channel_id)?;
+        auth::check_owner(&granted, &listener_id)?;
+    }
     state
         .channels
         .remove_listener(&channel_id, &listener_id)
@@ -209,8 +308,10 @@ pub(crate) async fn remove_listener(
 /// `DELETE /channel/{channel}`: its streams get the closed event and end. 204.
 pub(crate) async fn remove_channel(
     State(state): Shared,
+    access: Access,
     Path(channel_id): Path<String>,
 ) -> Result<StatusCode> {
+    access.check(Role::Publish, &channel_id)?;
     // Removal closes this process's copy, so what it counted stops changing: keep it.
     let removed = state.channels.local().get(&channel_id).ok();
     state.channels.remove(&channel_id).await?;
@@ -220,9 +321,11 @@ pub(crate) async fn remove_channel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /channels`: the ids.
-pub(crate) async fn channels(State(state): Shared) -> Result<Json<Vec<String>>> {
+/// `GET /channels`: the ids (with a signed token, those it may subscribe to).
+pub(crate) async fn channels(State(state): Shared, access: Access) -> Result<Json<Vec<String>>> {
+    access.role(Role::Subscribe)?;
     let mut ids = state.channels.ids().await?;
+    ids.retain(|id| access.may(Role::Subscribe, id));
     ids.sort();
     Ok(Json(ids))
 }
@@ -238,30 +341,6 @@ pub(crate) async fn metrics(State(state): Shared) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics_text(),
     )
-}
-
-/// Checks a bearer token (or, for streams, `?access_token=`) when one is configured.
-pub(crate) async fn require(token: Option<String>, request: Request, next: Next) -> Response {
-    let Some(expected) = token else {
-        return next.run(request).await;
-    };
-    let from_header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let from_query = request.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("access_token="))
-            .map(str::to_owned)
-    });
-    let given = from_header.or(from_query);
-    if given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
-        next.run(request).await
-    } else {
-        Error::Unauthorized.into_response()
-    }
 }
 
 /// Lets a request that changes state or opens a stream through while the server is
@@ -296,8 +375,4 @@ pub(crate) async fn deadline(timeout: Duration, request: Request, next: Next) ->
         Ok(response) => response,
         Err(_) => Error::Timeout(timeout).into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -35,6 +35,15 @@ pub struct HttpConfig {
     /// Required to subscribe and stream: as a bearer token, or `?access_token=` (what
     /// a browser's `EventSource`, which cannot set headers, can send). Default: none.
     pub subscribe_token: Option<String>,
+    /// Signed tokens (JWT) that name the channels their bearer may publish to and
+    /// subscribe to (default: none). The static tokens above keep working beside them.
+    #[cfg(feature = "jwt")]
+    pub jwt: Option<crate::JwtConfig>,
+    /// The cookie a token may come in, for browsers (default `eric_token`); a token is
+    /// also read from `Authorization: Bearer` and `?access_token=`, first.
+    pub token_cookie: String,
+    /// The most channels one `GET /events` stream may follow (default 64): more is 400.
+    pub max_channels_per_stream: usize,
     /// Origins allowed by CORS (default: none, same origin only; `*`: any).
     pub cors_origins: Vec<String>,
     /// How long a connection may take to send a request head before it is closed
@@ -77,6 +86,10 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             publish_token: None,
             subscribe_token: None,
+            #[cfg(feature = "jwt")]
+            jwt: None,
+            token_cookie: "eric_token".to_owned(),
+            max_channels_per_stream: 64,
             cors_origins: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -131,6 +144,25 @@ impl HttpConfig {
     /// Requires `token` to subscribe and stream.
     pub fn subscribe_token(mut self, token: Option<String>) -> Self {
         self.subscribe_token = token;
+        self
+    }
+
+    /// Accepts signed tokens checked with these keys.
+    #[cfg(feature = "jwt")]
+    pub fn jwt(mut self, jwt: Option<crate::JwtConfig>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    /// Reads a token from the cookie `name` too.
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.token_cookie = name.into();
+        self
+    }
+
+    /// Caps the channels one `GET /events` stream may follow.
+    pub fn max_channels_per_stream(mut self, max: usize) -> Self {
+        self.max_channels_per_stream = max;
         self
     }
 
@@ -242,12 +274,15 @@ pub(crate) struct AppState {
     pub(crate) config: HttpConfig,
     pub(crate) metrics: std::sync::Arc<Metrics>,
     pub(crate) gate: Gate,
+    /// Who may do what.
+    pub(crate) auth: crate::auth::Auth,
 }
 
 impl AppState {
     /// A server's state over `channels`.
     pub(crate) fn new(config: HttpConfig, channels: SharedChannels) -> Self {
         AppState {
+            auth: crate::auth::Auth::new(&config),
             channels,
             config,
             metrics: std::sync::Arc::new(Metrics::default()),

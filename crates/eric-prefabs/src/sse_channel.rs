@@ -22,6 +22,9 @@ pub const DEFAULT_REPLAY: usize = 1024;
 /// The type of the event that opens a resumed stream whose `Last-Event-ID` could not be
 /// honoured: the client missed events it cannot get back and must resync.
 pub const MESSAGE_TYPE_RESET: &str = "_eric_reset";
+/// The type of the event that ends a stream whose token has expired (eric-http): the
+/// client fetches a new token and reconnects with its last event id, losing nothing.
+pub const MESSAGE_TYPE_TOKEN_EXPIRED: &str = "_eric_token_expired";
 
 /// Turns messages into SSE events (eric-sse's `SSEChannel.adapt`): `event` is the
 /// message type, `data` the payload as JSON, `retry` the channel's reconnection time,
@@ -443,7 +446,7 @@ fn checked(msg: Message) -> Result<Message> {
 /// a channel. Its type, the event name, must have no line break
 /// ([`Error::InvalidSseField`]) and must not be one of eric's own
 /// ([`Error::ReservedMessageType`]: [`MESSAGE_TYPE_CLOSED`](eric_core::MESSAGE_TYPE_CLOSED),
-/// [`MESSAGE_TYPE_RESET`], [`MESSAGE_TYPE_INTERNAL_ERROR`](eric_core::MESSAGE_TYPE_INTERNAL_ERROR),
+/// [`MESSAGE_TYPE_RESET`], [`MESSAGE_TYPE_TOKEN_EXPIRED`], [`MESSAGE_TYPE_INTERNAL_ERROR`](eric_core::MESSAGE_TYPE_INTERNAL_ERROR),
 /// or a type starting with NUL, which eric's backends use for entries of their own).
 /// [`MESSAGE_TYPE_END_OF_STREAM`](eric_core::MESSAGE_TYPE_END_OF_STREAM) is a
 /// producer's to send.
@@ -459,6 +462,7 @@ pub fn check_message(msg: &Message) -> Result<()> {
     let why = match message_type {
         eric_core::MESSAGE_TYPE_CLOSED => "it ends every stream of a removed channel",
         MESSAGE_TYPE_RESET => "it tells a resuming client that it missed events",
+        MESSAGE_TYPE_TOKEN_EXPIRED => "it ends a stream whose token has expired",
         eric_core::MESSAGE_TYPE_INTERNAL_ERROR => "it reports an error in-band",
         t if t.starts_with('\0') => "types starting with NUL are eric's own entries",
         _ => return Ok(()),

@@ -1,5 +1,7 @@
 //! The `eric` command.
 
+mod tokens;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,12 +183,11 @@ enum Command {
         /// (drop-oldest), or new messages are refused (reject).
         #[arg(long, value_enum, default_value_t = Overflow::Disconnect, env = "ERIC_OVERFLOW")]
         overflow: Overflow,
-        /// A bearer token required to create, publish and remove.
-        #[arg(long, env = "ERIC_PUBLISH_TOKEN")]
-        publish_token: Option<String>,
-        /// A bearer token (or ?access_token=) required to subscribe and stream.
-        #[arg(long, env = "ERIC_SUBSCRIBE_TOKEN")]
-        subscribe_token: Option<String>,
+        /// The most channels one `GET /events` stream may follow (400 beyond).
+        #[arg(long, default_value_t = 64, env = "ERIC_MAX_CHANNELS_PER_STREAM")]
+        max_channels_per_stream: usize,
+        #[command(flatten)]
+        tokens: tokens::TokenArgs,
         /// Origins allowed by CORS, comma-separated (`*`: any).
         #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
         cors_origin: Vec<String>,
@@ -296,8 +297,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             max_connections,
             capacity,
             overflow,
-            publish_token,
-            subscribe_token,
+            max_channels_per_stream,
+            tokens,
             cors_origin,
             backend,
         } => {
@@ -312,9 +313,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .limits(max_channels, max_listeners)
                 .max_connections((max_connections > 0).then_some(max_connections))
                 .capacity(capacity, overflow.policy())
-                .publish_token(publish_token)
-                .subscribe_token(subscribe_token)
+                .max_channels_per_stream(max_channels_per_stream)
                 .cors_origins(cors_origin);
+            let config = tokens.apply(config)?;
             let config = if capacity == 0 {
                 config.unbounded()
             } else {
