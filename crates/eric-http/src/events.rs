@@ -29,6 +29,9 @@ pub(crate) struct SseBody {
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
     metrics: Arc<Metrics>,
+    /// Written before the first event (an `id:` line alone, which sets a browser's last
+    /// event id without an event).
+    preamble: Option<Bytes>,
     done: bool,
 }
 
@@ -47,8 +50,17 @@ impl SseBody {
             expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
             metrics,
+            preamble: None,
             done: false,
         }
+    }
+}
+
+impl SseBody {
+    /// Writes `bytes` first.
+    pub(crate) fn preamble(mut self, bytes: impl Into<Bytes>) -> Self {
+        self.preamble = Some(bytes.into());
+        self
     }
 }
 
@@ -59,6 +71,9 @@ impl Stream for SseBody {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(preamble)));
         }
         if let Some((exp, expiry)) = &mut this.expiry
             && expiry.as_mut().poll(cx).is_ready()

@@ -59,9 +59,9 @@ use eric_persistence::{MemoryChannels, SharedChannels};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use auth::ChannelPattern;
 #[cfg(feature = "jwt")]
 pub use auth::{JwtConfig, JwtKey};
-pub use auth::ChannelPattern;
 pub use error::{Error, Result};
 pub use multi::{MAX_POSITION_BYTES, MultiEventId};
 pub use state::{DEFAULT_CAPACITY, HttpConfig};

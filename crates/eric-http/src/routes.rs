@@ -161,14 +161,10 @@ fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
 }
 
 fn sse_response(state: &AppState, events: EventStream, expires: Option<u64>) -> Response {
-    let retry_ms = state.config.connection_retry_ms();
-    let body = SseBody::new(
-        events,
-        state.config.keep_alive,
-        retry_ms,
-        Arc::clone(&state.metrics),
-        expires,
-    );
+    sse_body_response(state.sse_body(events, expires))
+}
+
+fn sse_body_response(body: SseBody) -> Response {
     // Sized for its three headers: hyper keeps a response's header map for the
     // connection's next request, so a default-sized one (six entries) would cost an idle
     // stream 330 bytes more.
@@ -267,9 +263,14 @@ pub(crate) async fn multi_events(
         .map(str::to_owned)
         .or(query_last);
     // An id that is not a stream's of these channels resets each of them, as a single
-    // channel's stream does for an id it cannot read.
+    // channel's stream does for an id it cannot read. A new stream starts each channel
+    // where it is now, so that its id holds every channel's position from the start: a
+    // client that reconnects before a channel has sent it anything misses nothing.
     let positions = match &last {
-        None => vec![None; channels.len()],
+        None => {
+            let now = channels.iter().map(|channel| position_now(&state, channel));
+            futures_util::future::try_join_all(now).await?
+        }
         Some(id) => match crate::MultiEventId::parse(id, channels.len()) {
             Some(parsed) => parsed.positions().to_vec(),
             None => vec![Some(id.clone()); channels.len()],
@@ -282,8 +283,33 @@ pub(crate) async fn multi_events(
             .map(|(channel, position)| state.channels.subscribe(channel, position.as_deref())),
     )
     .await?;
+    // The positions the stream starts from, as its id before any event: a client
+    // dropped before the first event resumes from them too.
+    let preamble = format!("id: {}\n\n", crate::MultiEventId::new(positions.clone()));
     let merged = crate::multi::merge(channels, streams, positions);
-    Ok(sse_response(&state, merged, expires))
+    Ok(sse_body_response(
+        state.sse_body(merged, expires).preamble(preamble),
+    ))
+}
+
+/// Where `channel` is now, as a resume point: the id of its newest broadcast, or its
+/// epoch alone (before the first). Read before subscribing, so that it never names a
+/// broadcast the stream will not deliver; in a cluster, this process's copy may be a
+/// little behind Redis, and the stream then delivers what it has not caught up on.
+async fn position_now(state: &AppState, channel: &str) -> Result<Option<String>> {
+    let local = match state.channels.local().get(channel) {
+        Ok(local) => local,
+        Err(_) => {
+            // A cluster channel this process does not serve yet: `info` serves it.
+            state.channels.info(channel).await?;
+            state.channels.local().get(channel)?
+        }
+    };
+    let adapter = local.adapter();
+    Ok(Some(match local.next_seq().checked_sub(1) {
+        Some(newest) => adapter.event_id(newest),
+        None => adapter.epoch().to_owned(),
+    }))
 }
 
 /// `DELETE /listener/{channel}/{listener}`: its stream ends. 204. A token that may

@@ -290,6 +290,21 @@ impl AppState {
         }
     }
 
+    /// The body of an SSE response of `events`, ending when `expires` passes.
+    pub(crate) fn sse_body(
+        &self,
+        events: eric_persistence::EventStream,
+        expires: Option<u64>,
+    ) -> crate::events::SseBody {
+        crate::events::SseBody::new(
+            events,
+            self.config.keep_alive,
+            self.config.connection_retry_ms(),
+            std::sync::Arc::clone(&self.metrics),
+            expires,
+        )
+    }
+
     /// The settings of a channel created here: the server's, with `id` if given.
     pub(crate) fn channel_settings(&self, id: Option<String>) -> ChannelSettings {
         let config = &self.config;

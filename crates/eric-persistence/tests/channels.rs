@@ -212,7 +212,10 @@ async fn a_listener_added_with_an_id_is_served_under_it_and_the_id_is_taken(back
     );
     let invalid = channels.add_listener_with_id(&channel, "a\nb").await;
     assert!(
-        matches!(invalid, Err(Error::Core(eric_core::Error::InvalidId { .. }))),
+        matches!(
+            invalid,
+            Err(Error::Core(eric_core::Error::InvalidId { .. }))
+        ),
         "{invalid:?}"
     );
     channels

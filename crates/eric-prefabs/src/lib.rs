@@ -39,8 +39,8 @@ pub use error::{Error, Result};
 pub use publisher::{Channels, DEFAULT_CHANNEL, Publication, Publisher, Subscriber, Subscription};
 pub use sse::{SseEvent, is_valid_event, sse_comment};
 pub use sse_channel::{
-    DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, MESSAGE_TYPE_TOKEN_EXPIRED, SseAdapter, SseChannel,
-    SseChannelBuilder, SseStream, check_message,
+    DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, MESSAGE_TYPE_TOKEN_EXPIRED, SseAdapter,
+    SseChannel, SseChannelBuilder, SseStream, check_message,
 };
 
 // The README's example runs as a doctest, so that it stays true.

@@ -328,7 +328,8 @@ impl SseChannel {
     ///
     /// With `last_event_id` (the `Last-Event-ID` a reconnecting browser sends):
     /// - an id of this channel still kept: the events after it, in order, no
-    ///   duplicates, then live ones;
+    ///   duplicates, then live ones; the channel's epoch alone stands for the point
+    ///   before its first broadcast;
     /// - an id of this channel too old to replay (`too_old`), of another epoch such as
     ///   before a restart or of a channel removed and created again (`other_epoch`), or
     ///   not an event id at all (`unparseable`): a [`MESSAGE_TYPE_RESET`] event first,
@@ -390,6 +391,11 @@ impl SseChannel {
     /// The sequence number `last_event_id` resumes at, or why it cannot.
     fn resume_point(&self, last_event_id: &str) -> Result<u64, &'static str> {
         let adapter = self.adapter();
+        if last_event_id == adapter.epoch() {
+            // The epoch alone: before the first broadcast (what eric-http's stream of
+            // several channels holds for one that had none when it opened).
+            return Ok(0);
+        }
         match adapter.parse_event_id(last_event_id) {
             Some(seq) if seq < self.channel.next_seq() => Ok(seq + 1),
             Some(_) => Err("ahead"),

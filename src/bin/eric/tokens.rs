@@ -53,12 +53,14 @@ pub(crate) struct TokenArgs {
 
 impl TokenArgs {
     /// `config` with these guards.
-    pub(crate) fn apply(self, config: HttpConfig) -> Result<HttpConfig, Box<dyn std::error::Error>> {
+    pub(crate) fn apply(
+        self,
+        config: HttpConfig,
+    ) -> Result<HttpConfig, Box<dyn std::error::Error>> {
         let both = key(self.jwt_secret, self.jwt_public_key)?;
-        let publisher = key(self.jwt_publisher_secret, self.jwt_publisher_public_key)?
-            .or_else(|| both.clone());
-        let subscriber =
-            key(self.jwt_subscriber_secret, self.jwt_subscriber_public_key)?.or(both);
+        let publisher =
+            key(self.jwt_publisher_secret, self.jwt_publisher_public_key)?.or_else(|| both.clone());
+        let subscriber = key(self.jwt_subscriber_secret, self.jwt_subscriber_public_key)?.or(both);
         let jwt = (publisher.is_some() || subscriber.is_some()).then(|| {
             let mut jwt = JwtConfig::default().require_exp(self.jwt_require_exp);
             jwt.publisher = publisher;

@@ -150,14 +150,15 @@ impl Verifier {
     /// The token's claims, if its signature, algorithm and times are good.
     pub(crate) fn verify(&self, token: &str) -> std::result::Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
-            .map_err(|err| match err.kind() {
+        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(
+            |err| match err.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::MissingRequiredClaim(claim) => {
                     TokenError::Invalid(format!("the token has no {claim:?} claim"))
                 }
                 _ => TokenError::Invalid(format!("the token is not valid: {err}")),
-            })?;
+            },
+        )?;
         Ok(Claims::from(data.claims))
     }
 }
