@@ -185,6 +185,10 @@ async fn send(
     request.send().await.unwrap()
 }
 
+/// A request of the matrix: method, path, the channels it acts on, its body, and its
+/// status when allowed.
+type Case<'a> = (Method, String, Vec<&'a str>, Option<Value>, StatusCode);
+
 /// Every route, with every kind of token.
 async fn matrix(alg: Alg, backend: Backend) {
     let config = HttpConfig::default().jwt(Some(JwtConfig::new(alg.key())));
@@ -203,7 +207,7 @@ async fn matrix(alg: Alg, backend: Backend) {
         let listener = server.channels.add_listener("room-1").await.unwrap();
         let doomed = server.channels.add_listener("room-1").await.unwrap();
 
-        let cases: Vec<(Method, String, Vec<&str>, Option<Value>, StatusCode)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 Method::PUT,
                 format!("/create?channel_id={fresh}"),
