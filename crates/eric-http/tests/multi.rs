@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use eric_http::{HttpConfig, HttpServer, MultiEventId};
 use eric_persistence::{ChannelSettings, SharedChannels};
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{EventStream, Running, next};
