@@ -1,6 +1,7 @@
 //! The seed-004 chat in a real browser: headless Chromium, driven through ChromeDriver,
-//! opens the page twice; a message sent from one page arrives in the other (and in the
-//! sender's own), through `EventSource` and eric's Publisher.
+//! opens the page three times; a message sent from one page arrives in the other of the
+//! same room (and in the sender's own), through `EventSource` and eric's Publisher, and
+//! not in the page of another room; a member's token does not open another room.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (tests/support/browser.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
 
-/// Open the chat page and join as `name`.
-async fn join(browser: &Client, base: &str, name: &str) {
+/// Open the chat page and join `room` as `name`.
+async fn join(browser: &Client, base: &str, name: &str, room: &str) {
     browser.goto(base).await.unwrap();
     let field = browser
         .wait()
@@ -23,6 +24,12 @@ async fn join(browser: &Client, base: &str, name: &str) {
         .await
         .unwrap();
     field.send_keys(name).await.unwrap();
+    let room_field = browser
+        .find(Locator::Css("#join input[name=room]"))
+        .await
+        .unwrap();
+    room_field.clear().await.unwrap();
+    room_field.send_keys(room).await.unwrap();
     browser
         .find(Locator::Css("#join button"))
         .await
@@ -60,10 +67,13 @@ async fn a_message_sent_in_one_browser_window_arrives_in_another() {
 
     let alice = driver.session(&chromium).await;
     let bob = driver.session(&chromium).await;
+    let carol = driver.session(&chromium).await;
 
-    join(&alice, &base, "alice").await;
+    join(&carol, &base, "carol", "attic").await;
+    wait_for_log(&carol, "welcome, carol!").await.unwrap();
+    join(&alice, &base, "alice", "lobby").await;
     wait_for_log(&alice, "welcome, alice!").await.unwrap();
-    join(&bob, &base, "bob").await;
+    join(&bob, &base, "bob", "lobby").await;
     // Bob's arrival is announced to each subscriber by name (a per-subscriber publication).
     wait_for_log(&bob, "welcome, bob!").await.unwrap();
     wait_for_log(&alice, "alice, say hello to bob!")
@@ -85,8 +95,41 @@ async fn a_message_sent_in_one_browser_window_arrives_in_another() {
 
     let arrived = wait_for_log(&bob, "alice: hello from alice's window").await;
     let echoed = wait_for_log(&alice, "alice: hello from alice's window").await;
+    // Alice's token, taken from her page, does not reach the attic.
+    let token = alice.execute("return token", vec![]).await.unwrap();
+    let http = reqwest::Client::new();
+    let status = |response: reqwest::Response| response.status().as_u16();
+    let sent_elsewhere = http
+        .post(format!("{base}send"))
+        .bearer_auth(token.as_str().unwrap())
+        .json(&serde_json::json!({"room": "attic", "text": "psst"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(sent_elsewhere), 403);
+    let followed_elsewhere = http
+        .get(format!(
+            "{base}stream?room=attic&token={}",
+            token.as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(followed_elsewhere), 403);
+    let carols_log = carol
+        .find(Locator::Css("#log"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     alice.close().await.unwrap();
     bob.close().await.unwrap();
+    carol.close().await.unwrap();
+    assert!(
+        !carols_log.contains("alice") && !carols_log.contains("psst"),
+        "the attic saw the lobby: {carols_log:?}"
+    );
     arrived.unwrap_or_else(|log| {
         panic!("bob's page never showed alice's message; it showed: {log:?}")
     });

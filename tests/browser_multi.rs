@@ -31,7 +31,11 @@ async fn one_event_source_follows_ten_channels_in_order() {
         return;
     };
     let server = EricServe::start(&["--jwt-secret", SECRET]);
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
     let publisher = token(json!({"eric": {"publish": ["*"]}, "exp": exp}));
     let subscriber = token(json!({"eric": {"subscribe": ["room-*"]}, "exp": exp}));
     let http = reqwest::Client::new();
@@ -48,7 +52,10 @@ async fn one_event_source_follows_ten_channels_in_order() {
 
     let tab = driver.session(&chromium).await;
     tab.goto(&format!("{}/healthz", server.base)).await.unwrap();
-    let query: String = rooms.iter().map(|room| format!("channel={room}&")).collect();
+    let query: String = rooms
+        .iter()
+        .map(|room| format!("channel={room}&"))
+        .collect();
     tab.execute(
         "window.got = []; window.opened = false;
          const events = new EventSource('/events?' + arguments[0] + 'access_token=' + arguments[1]);

@@ -1,5 +1,6 @@
-//! The chat of the `server-sent-events` package, on eric's Publisher: open
-//! http://localhost:5000 in two windows, pick names, talk. Each newcomer gets the recent
+//! The chat of the `server-sent-events` package, on eric's Publisher, with rooms: open
+//! http://localhost:5000 in two windows, pick names and a room, talk. Each member holds a
+//! signed token for their room alone. Each newcomer gets the recent
 //! history first (initial data), and everyone is greeted by name when someone joins (a
 //! publication made per subscriber from its properties). Plain HTML and EventSource.
 //! `cargo run --example chat` (`PORT=5001` to move it).

@@ -53,7 +53,8 @@ fuzz_target!(|bytes: &[u8]| {
     let mut parts = text.splitn(2, '\u{0}');
     let target = parts.next().unwrap_or_default();
     let body = parts.next().unwrap_or_default().to_owned();
-    let (method, uri) = match route % 8 {
+    let (method, uri) = match route % 9 {
+        8 => (Method::GET, format!("/events?{target}")),
         0 => (Method::POST, format!("/broadcast?{target}")),
         1 => (Method::POST, format!("/dispatch?{target}")),
         2 => (Method::PUT, format!("/create?{target}")),

@@ -61,7 +61,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::ChannelPattern;
 #[cfg(feature = "jwt")]
-pub use auth::{JwtConfig, JwtKey};
+pub use auth::{JwtConfig, JwtKey, TokenClaims};
 pub use error::{Error, Result};
 pub use multi::{MAX_POSITION_BYTES, MultiEventId};
 pub use state::{DEFAULT_CAPACITY, HttpConfig};

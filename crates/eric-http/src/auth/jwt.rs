@@ -53,6 +53,31 @@ impl JwtKey {
         ))
     }
 
+    /// Checks `token` as `eric serve` does (signature, algorithm, `exp` if present or
+    /// `require_exp`) and returns what it allows: for an application that mounts eric's
+    /// router beside routes of its own, and guards those with the same tokens.
+    ///
+    /// ```
+    /// use eric_http::JwtKey;
+    /// use jsonwebtoken::{EncodingKey, Header};
+    ///
+    /// let claims = serde_json::json!({"eric": {"subscribe": ["room-*"]}, "sub": "ada"});
+    /// let secret = EncodingKey::from_secret(b"s3cret").unwrap();
+    /// let token = jsonwebtoken::encode(&Header::default(), &claims, &secret).unwrap();
+    ///
+    /// let allowed = JwtKey::secret("s3cret")?.verify(&token, false)?;
+    /// assert!(allowed.may_subscribe("room-1"));
+    /// assert!(!allowed.may_publish("room-1"));
+    /// assert_eq!(allowed.sub(), Some("ada"));
+    /// assert!(JwtKey::secret("other")?.verify(&token, false).is_err());
+    /// # Ok::<(), eric_http::Error>(())
+    /// ```
+    pub fn verify(&self, token: &str, require_exp: bool) -> Result<TokenClaims> {
+        Verifier::new(self, require_exp)
+            .verify(token)
+            .map_err(Error::from)
+    }
+
     fn of_family(key: DecodingKey, family: AlgorithmFamily) -> Self {
         install_crypto();
         JwtKey {
@@ -170,6 +195,15 @@ pub(crate) enum TokenError {
     Invalid(String),
 }
 
+impl From<TokenError> for Error {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Expired => Error::TokenExpired,
+            TokenError::Invalid(why) => Error::InvalidToken(why),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawClaims {
     #[serde(default)]
@@ -188,13 +222,38 @@ struct EricClaim {
     publish: Vec<String>,
 }
 
-/// What a checked token lets its bearer do.
+/// What a checked token lets its bearer do: its `eric` claim's lists, its `sub` and
+/// its `exp`.
 #[derive(Clone, Debug)]
-pub(crate) struct Claims {
+pub struct TokenClaims {
     pub(crate) subscribe: Vec<ChannelPattern>,
     pub(crate) publish: Vec<ChannelPattern>,
     pub(crate) sub: Option<String>,
     pub(crate) exp: Option<u64>,
+}
+
+pub(crate) type Claims = TokenClaims;
+
+impl TokenClaims {
+    /// Whether the token names `channel` in its `subscribe` list.
+    pub fn may_subscribe(&self, channel: &str) -> bool {
+        self.subscribe.iter().any(|p| p.matches(channel))
+    }
+
+    /// Whether the token names `channel` in its `publish` list.
+    pub fn may_publish(&self, channel: &str) -> bool {
+        self.publish.iter().any(|p| p.matches(channel))
+    }
+
+    /// The token's `sub`.
+    pub fn sub(&self) -> Option<&str> {
+        self.sub.as_deref()
+    }
+
+    /// The token's `exp` (seconds since the Unix epoch).
+    pub fn exp(&self) -> Option<u64> {
+        self.exp
+    }
 }
 
 impl From<RawClaims> for Claims {

@@ -19,7 +19,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 #[cfg(feature = "jwt")]
-pub use jwt::{JwtConfig, JwtKey};
+pub use jwt::{JwtConfig, JwtKey, TokenClaims};
 pub use pattern::ChannelPattern;
 
 use crate::error::{Error, Result};
@@ -154,11 +154,11 @@ impl Access {
         #[cfg(feature = "jwt")]
         if granted.by_claims {
             let claims = self.claims(role)?;
-            let patterns = match role {
-                Role::Publish => &claims.publish,
-                Role::Subscribe => &claims.subscribe,
+            let allowed = match role {
+                Role::Publish => claims.may_publish(channel),
+                Role::Subscribe => claims.may_subscribe(channel),
             };
-            if !patterns.iter().any(|pattern| pattern.matches(channel)) {
+            if !allowed {
                 return Err(Error::Forbidden(format!(
                     "the token may not {} channel {channel:?}",
                     role.verb()
@@ -209,10 +209,7 @@ impl Access {
             let token = self.token.as_deref().unwrap_or_default();
             verifier.verify(token)
         });
-        checked.as_ref().map_err(|err| match err {
-            jwt::TokenError::Expired => Error::TokenExpired,
-            jwt::TokenError::Invalid(why) => Error::InvalidToken(why.clone()),
-        })
+        checked.as_ref().map_err(|err| err.clone().into())
     }
 }
 
