@@ -47,6 +47,11 @@ const RUNS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     (
+        "eric-http: signed tokens and many channels on one stream",
+        &["bench", "-p", "eric-http", "--bench", "tokens"],
+        &[],
+    ),
+    (
         "eric serve --cluster: 1-3 processes, one Redis and a Redis Cluster; dispatch",
         &["bench", "-p", "eric", "--bench", "cluster"],
         &[],

@@ -92,10 +92,10 @@ async fn join(State(chat): State<Chat>, axum::Json(join): axum::Json<Join>) -> R
 }
 
 /// What `token` allows, or the answer to give.
-fn checked(chat: &Chat, token: &str) -> Result<TokenClaims, Response> {
+fn checked(chat: &Chat, token: &str) -> Result<TokenClaims, (StatusCode, String)> {
     JwtKey::secret(chat.secret.as_bytes())
         .and_then(|key| key.verify(token, true))
-        .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()).into_response())
+        .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()))
 }
 
 fn forbidden(room: &str) -> Response {
@@ -110,7 +110,7 @@ fn forbidden(room: &str) -> Response {
 async fn stream(State(chat): State<Chat>, Query(follow): Query<Follow>) -> Response {
     let claims = match checked(&chat, &follow.token) {
         Ok(claims) => claims,
-        Err(answer) => return answer,
+        Err(answer) => return answer.into_response(),
     };
     if !claims.may_subscribe(&follow.room) {
         return forbidden(&follow.room);
@@ -123,9 +123,9 @@ async fn stream(State(chat): State<Chat>, Query(follow): Query<Follow>) -> Respo
         .map(|h| h.get(&room).map(|h| h.iter().cloned().collect()))
         .unwrap_or_default()
         .unwrap_or_default();
-    let subscription = chat
-        .publisher
-        .subscribe_with(room.as_str(), json!({ "name": name }), history);
+    let subscription =
+        chat.publisher
+            .subscribe_with(room.as_str(), json!({ "name": name }), history);
     // Greet everyone by their own name: one publication, made for each subscriber.
     let newcomer = name.clone();
     chat.publisher.publish(
@@ -165,7 +165,7 @@ async fn send(
         .unwrap_or_default();
     let claims = match checked(&chat, token) {
         Ok(claims) => claims,
-        Err(answer) => return answer,
+        Err(answer) => return answer.into_response(),
     };
     if !claims.may_publish(&said.room) {
         return forbidden(&said.room);

@@ -14,7 +14,8 @@ fuzz_target!(|bytes: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     if let Some(id) = MultiEventId::parse(&text, channels) {
         assert_eq!(id.positions().len(), channels);
-        assert!(text.len() <= channels * (MAX_POSITION_BYTES + 1));
+        assert!(text.len() <= channels * (3 * MAX_POSITION_BYTES + 1));
+        assert!(id.positions().iter().flatten().all(|p| p.len() <= MAX_POSITION_BYTES));
         let written = id.to_string();
         assert_eq!(MultiEventId::parse(&written, channels).as_ref(), Some(&id));
         assert!(!written.contains(['\n', '\r', '\0']), "an id must fit an SSE id: line");

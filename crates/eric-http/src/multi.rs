@@ -11,9 +11,12 @@ use futures_util::Stream;
 use futures_util::stream::{SelectAll, StreamExt, select_all};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-/// The longest position of one channel in a [`MultiEventId`], escaped: an eric event id
-/// (an 8-digit epoch, a dash, a sequence number) takes at most 29 bytes.
+/// The longest position of one channel in a [`MultiEventId`], unescaped: an eric event
+/// id (an 8-digit epoch, a dash, a sequence number) takes at most 29 bytes.
 pub const MAX_POSITION_BYTES: usize = 64;
+
+/// The most bytes a position takes escaped: every byte as `%XX`, and its comma.
+const MAX_ESCAPED_BYTES: usize = 3 * MAX_POSITION_BYTES + 1;
 
 /// What a position escapes: the separator, the escape itself, and control characters.
 const ESCAPED: &AsciiSet = &CONTROLS.add(b',').add(b'%');
@@ -23,9 +26,9 @@ const ESCAPED: &AsciiSet = &CONTROLS.add(b',').add(b'%');
 /// percent-escaped (`%` and `,` only, in practice never) and joined by commas. A client
 /// that reconnects with it as `Last-Event-ID` resumes every channel where it was.
 ///
-/// Bound: [`MAX_POSITION_BYTES`] per position, so at most 65 bytes per channel of the
-/// stream. An id over it, with another number of positions, or not valid UTF-8 after
-/// unescaping, is not parsed: every channel of the stream gets a reset event and what it
+/// Bound: [`MAX_POSITION_BYTES`] per position unescaped (eric's own take 29 at most and
+/// need no escape), and 193 bytes per channel of the stream escaped. An id over it,
+/// with another number of positions, or not valid UTF-8 after unescaping, is not parsed: every channel of the stream gets a reset event and what it
 /// keeps, as a single channel does for an id it cannot read.
 ///
 /// ```
@@ -49,15 +52,18 @@ impl MultiEventId {
 
     /// Reads an id made for a stream of `channels` channels; `None` if it is not one.
     pub fn parse(id: &str, channels: usize) -> Option<Self> {
-        if channels == 0 || id.len() > channels * (MAX_POSITION_BYTES + 1) {
+        if channels == 0 || id.len() > channels * MAX_ESCAPED_BYTES {
             return None;
         }
         let mut positions = Vec::with_capacity(channels);
         for piece in id.split(',') {
-            if positions.len() == channels || piece.len() > MAX_POSITION_BYTES {
+            if positions.len() == channels {
                 return None;
             }
             let position = percent_decode_str(piece).decode_utf8().ok()?;
+            if position.len() > MAX_POSITION_BYTES {
+                return None;
+            }
             positions.push((!position.is_empty()).then(|| position.into_owned()));
         }
         (positions.len() == channels).then_some(MultiEventId { positions })

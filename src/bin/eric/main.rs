@@ -187,7 +187,7 @@ enum Command {
         #[arg(long, default_value_t = 64, env = "ERIC_MAX_CHANNELS_PER_STREAM")]
         max_channels_per_stream: usize,
         #[command(flatten)]
-        tokens: tokens::TokenArgs,
+        tokens: Box<tokens::TokenArgs>,
         /// Origins allowed by CORS, comma-separated (`*`: any).
         #[arg(long, value_delimiter = ',', env = "ERIC_CORS_ORIGINS")]
         cors_origin: Vec<String>,
@@ -315,7 +315,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .capacity(capacity, overflow.policy())
                 .max_channels_per_stream(max_channels_per_stream)
                 .cors_origins(cors_origin);
-            let config = tokens.apply(config)?;
+            let config = (*tokens).apply(config)?;
             let config = if capacity == 0 {
                 config.unbounded()
             } else {
