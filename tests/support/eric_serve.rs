@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 pub(crate) struct EricServe {
     child: Child,
-    /// `http://127.0.0.1:<port>`, as the server printed it.
+    /// `http://127.0.0.1:<port>` (`https://` with `--tls-cert`), as the server printed it.
     pub(crate) base: String,
 }
 
@@ -31,7 +31,7 @@ impl EricServe {
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("eric did not say where it listens: {line:?}"))
             .to_owned();
         EricServe { child, base }

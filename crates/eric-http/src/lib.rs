@@ -46,6 +46,8 @@ mod multi;
 mod routes;
 mod serve;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub use auth::{JwtConfig, JwtKey, TokenClaims};
 pub use error::{Error, Result};
 pub use multi::{MAX_POSITION_BYTES, MultiEventId};
 pub use state::{DEFAULT_CAPACITY, HttpConfig};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 
 use state::AppState;
 

@@ -35,6 +35,10 @@ pub struct HttpConfig {
     /// Required to subscribe and stream: as a bearer token, or `?access_token=` (what
     /// a browser's `EventSource`, which cannot set headers, can send). Default: none.
     pub subscribe_token: Option<String>,
+    /// TLS (default: none, cleartext): HTTP/2 and HTTP/1.1 by ALPN. In cleartext,
+    /// HTTP/2 with prior knowledge (h2c) is served on the same port as HTTP/1.1.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::TlsConfig>,
     /// Signed tokens (JWT) that name the channels their bearer may publish to and
     /// subscribe to (default: none). The static tokens above keep working beside them.
     #[cfg(feature = "jwt")]
@@ -86,6 +90,8 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             publish_token: None,
             subscribe_token: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             #[cfg(feature = "jwt")]
             jwt: None,
             token_cookie: "eric_token".to_owned(),
@@ -144,6 +150,13 @@ impl HttpConfig {
     /// Requires `token` to subscribe and stream.
     pub fn subscribe_token(mut self, token: Option<String>) -> Self {
         self.subscribe_token = token;
+        self
+    }
+
+    /// Serves TLS with this certificate (`None`: cleartext).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Option<crate::TlsConfig>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -228,6 +241,9 @@ pub(crate) struct Metrics {
     pub(crate) refused_connections: AtomicU64,
     /// Refusals being answered now.
     pub(crate) refusing: AtomicU64,
+    /// Connections open now, by protocol.
+    pub(crate) http1_connections: AtomicU64,
+    pub(crate) h2_connections: AtomicU64,
     pub(crate) open_streams: AtomicU64,
     pub(crate) delivered: AtomicU64,
     /// What channels removed so far had counted (dropped, rejected, disconnected), so
@@ -391,10 +407,21 @@ impl AppState {
                 disconnected,
             ),
         ];
-        rows.iter()
+        let mut text: String = rows
+            .iter()
             .map(|(name, help, kind, value)| {
                 format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
             })
-            .collect()
+            .collect();
+        let by_protocol = "eric_connections_by_protocol";
+        text.push_str(&format!(
+            "# HELP {by_protocol} HTTP connections open now, by protocol (over TLS or not).\n\
+             # TYPE {by_protocol} gauge\n\
+             {by_protocol}{{protocol=\"http/1.1\"}} {}\n\
+             {by_protocol}{{protocol=\"h2\"}} {}\n",
+            load(&metrics.http1_connections),
+            load(&metrics.h2_connections),
+        ));
+        text
     }
 }

@@ -183,6 +183,13 @@ enum Command {
         /// (drop-oldest), or new messages are refused (reject).
         #[arg(long, value_enum, default_value_t = Overflow::Disconnect, env = "ERIC_OVERFLOW")]
         overflow: Overflow,
+        /// Serve TLS with this certificate chain (PEM; with --tls-key): HTTP/2 and
+        /// HTTP/1.1 by ALPN. Without it, cleartext HTTP/1.1 and h2c on the same port.
+        #[arg(long, value_name = "FILE", env = "ERIC_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "FILE", env = "ERIC_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// The most channels one `GET /events` stream may follow (400 beyond).
         #[arg(long, default_value_t = 64, env = "ERIC_MAX_CHANNELS_PER_STREAM")]
         max_channels_per_stream: usize,
@@ -298,6 +305,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             capacity,
             overflow,
             max_channels_per_stream,
+            tls_cert,
+            tls_key,
             tokens,
             cors_origin,
             backend,
@@ -316,6 +325,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .max_channels_per_stream(max_channels_per_stream)
                 .cors_origins(cors_origin);
             let config = (*tokens).apply(config)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(eric::http::TlsConfig::from_pem_files(cert, key)?),
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let config = config.tls(tls);
             let config = if capacity == 0 {
                 config.unbounded()
             } else {
@@ -326,7 +341,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 eric::http::HttpServer::bind_with_channels(&addr, config, channels).await?;
             let addr = server.local_addr()?;
             tracing::info!(%addr, kept = backend.kept(), "eric serve started");
-            println!("eric listening on http://{addr}{}", backend.kept());
+            println!("eric listening on {scheme}://{addr}{}", backend.kept());
             server.run_until(shutdown_signal()).await?;
             println!("eric stopped");
             Ok(())
