@@ -64,15 +64,24 @@ impl ChromeDriver {
 
     /// A new browser session (its own window and profile), once the driver answers.
     pub(crate) async fn session(&self, chromium: &Path) -> Client {
+        self.session_with(chromium, &[]).await
+    }
+
+    /// A new browser session with Chromium's `extra` arguments too.
+    pub(crate) async fn session_with(&self, chromium: &Path, extra: &[&str]) -> Client {
         let mut capabilities = Map::new();
+        // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ];
+        args.extend_from_slice(extra);
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--no-first-run"],
-            }),
+            json!({ "binary": chromium, "args": args }),
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -1,6 +1,7 @@
-//! `eric serve`'s token flags, on the real binary: a public key from a file beside a
-//! static publish token, a key for subscribers alone, and a key file that cannot be
-//! read, which stops the server with a clear message instead of serving unguarded.
+//! `eric serve`'s token and TLS flags, on the real binary: a public key from a file
+//! beside a static publish token, a key for subscribers alone, and a key, certificate
+//! or TLS key file that cannot be used, which stops the server with a message naming
+//! it instead of serving unguarded or in cleartext.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -149,4 +150,42 @@ fn a_key_file_that_cannot_be_read_stops_the_server_with_a_clear_message() {
         stderr.contains("not an RSA, EC or Ed25519 public key"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_tls_file_that_cannot_be_used_stops_the_server_naming_it() {
+    let not_pem = format!("{KEYS}/README.md");
+    let key = format!("{KEYS}/es256_private.pem");
+    for (cert, key, named) in [
+        (
+            "/nonexistent/cert.pem",
+            key.as_str(),
+            "/nonexistent/cert.pem",
+        ),
+        (not_pem.as_str(), key.as_str(), "README.md"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("TLS certificate") && stderr.contains(named),
+            "{stderr}"
+        );
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert", "c.pem"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "--tls-cert without --tls-key");
 }
