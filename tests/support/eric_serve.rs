@@ -15,8 +15,14 @@ impl EricServe {
     /// Starts `eric serve --addr 127.0.0.1:0 <args>` and waits until it says where it
     /// listens.
     pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", args)
+    }
+
+    /// Starts `eric serve --addr <addr> <args>` (a port of the caller's choosing: the
+    /// one a process before it had, say).
+    pub(crate) fn start_at(addr: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eric"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(["serve", "--addr", addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

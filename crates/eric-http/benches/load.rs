@@ -6,8 +6,9 @@
 //! stream), each in a process of its own, in the same run, driven by the same load
 //! generator.
 //!
-//! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck]` (`flood`: 10,000
-//! streams; `stuck`: 999 readers with and without clients that never read);
+//! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck|h2]` (`flood`: 10,000
+//! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
+//! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -334,11 +335,43 @@ async fn json(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// How the streams of a run reach the server.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wire {
+    /// One HTTP/1.1 connection per stream (what `EventSource` does in cleartext).
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): this many connections, the streams spread over
+    /// them (what browsers do over TLS: every stream of a page on one connection).
+    H2c(usize),
+}
+
 async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bool) -> Outcome {
+    run_over(server, streams, rate, seconds, stuck, Wire::Http1).await
+}
+
+async fn run_over(
+    server: &Server,
+    streams: usize,
+    rate: u64,
+    seconds: u64,
+    stuck: bool,
+    wire: Wire,
+) -> Outcome {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
+    let h2_clients: Vec<reqwest::Client> = match wire {
+        Wire::Http1 => Vec::new(),
+        Wire::H2c(connections) => (0..connections)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .http2_prior_knowledge()
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+    };
     let (channel, stream_url, publish): (
         String,
         String,
@@ -385,7 +418,12 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let total = rate * seconds;
     let mut readers = Vec::with_capacity(streams);
-    for _ in 0..streams {
+    for n in 0..streams {
+        let reader_http = if h2_clients.is_empty() {
+            &http
+        } else {
+            &h2_clients[n % h2_clients.len()]
+        };
         let url = if server.kind == "eric-api" {
             let subscribed =
                 json(http.post(format!("{}/subscribe?channel_id={channel}", server.base))).await;
@@ -397,7 +435,7 @@ async fn run(server: &Server, streams: usize, rate: u64, seconds: u64, stuck: bo
         } else {
             stream_url.clone()
         };
-        let response = http.get(&url).send().await.unwrap();
+        let response = reader_http.get(&url).send().await.unwrap();
         let tallies = Arc::clone(&tallies);
         readers.push(tokio::spawn(async move {
             let mut events = response.bytes_stream().eventsource();
@@ -548,7 +586,7 @@ fn main() {
         "| streams | broadcasts/s | server | deliveries/s | ratio | p50 | p99 | lost | out of order | server CPU | server memory per idle stream |"
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let special = std::env::args().any(|a| a == "flood" || a == "stuck");
+    let special = std::env::args().any(|a| a == "flood" || a == "stuck" || a == "h2");
     let mut panels = Vec::new();
     let mut summary = Vec::new();
     let mut eric_api_rate = None;
@@ -607,6 +645,47 @@ fn main() {
         println!(
             "| | | (eric-api not measured: run `cargo test -p eric-socket --test python_client` once to make its virtualenv) | | | | | | | | |"
         );
+    }
+    if std::env::args().any(|a| a == "h2") {
+        // Issue 22: the same load over HTTP/1.1 and over h2c, in the same run.
+        for (streams, rate) in [(1_000, 50), (1_000, 200)] {
+            let mut reference = None;
+            for wire in [Wire::Http1, Wire::H2c(10)] {
+                let server = Server::start("eric");
+                let o = rt.block_on(run_over(&server, streams, rate, seconds, false, wire));
+                let label = match wire {
+                    Wire::Http1 => "eric, HTTP/1.1 (1,000 connections)".to_owned(),
+                    Wire::H2c(c) => {
+                        format!("eric, h2c ({c} connections, {} streams each)", streams / c)
+                    }
+                };
+                let (rate_ref, memory_ref) =
+                    *reference.get_or_insert((o.deliveries_per_s, o.bytes_per_idle_stream));
+                print_row(
+                    streams,
+                    rate,
+                    &label,
+                    &o,
+                    &format!("{:.2}", o.deliveries_per_s / rate_ref),
+                );
+                if wire != Wire::Http1 {
+                    summary.push(format!(
+                        "summary: | HTTP/2 (h2c): {streams} streams, {rate} broadcasts/s | {:.0} deliveries/s, {:.1} KiB per idle stream, {:.0} % CPU | HTTP/1.1 {rate_ref:.0}/s, {:.1} KiB | {:.2}x deliveries, {:.2}x memory |",
+                        o.deliveries_per_s,
+                        o.bytes_per_idle_stream / 1024.0,
+                        o.cpu_percent,
+                        memory_ref / 1024.0,
+                        o.deliveries_per_s / rate_ref,
+                        o.bytes_per_idle_stream / memory_ref,
+                    ));
+                }
+            }
+        }
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return;
     }
     if std::env::args().any(|a| a == "stuck") {
         // Issue 9: do 999 readers keep their rate beside clients that never read?
