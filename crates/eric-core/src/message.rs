@@ -40,6 +40,9 @@ struct Inner {
     sender_id: Option<Box<str>>,
     id: Option<Box<str>>,
     ends_stream: bool,
+    /// When a server accepted it (set by the server, for its delivery-latency
+    /// histogram; `None` for messages made as a library's).
+    accepted_at: Option<std::time::Instant>,
     // Serialized once, on first use: a broadcast to N SSE streams serializes once.
     payload_json: OnceLock<Box<str>>,
 }
@@ -87,9 +90,40 @@ impl Message {
                 sender_id,
                 id,
                 ends_stream,
+                accepted_at: None,
                 payload_json: OnceLock::new(),
             }),
         }
+    }
+
+    /// The message, marked as accepted now: what a server does when it acknowledges a
+    /// publish, so that it can measure how long the message takes to reach its readers
+    /// ([`accepted_at`](Self::accepted_at)). Free when the message is not shared yet;
+    /// otherwise a copy.
+    pub fn accepted_now(mut self) -> Self {
+        let now = std::time::Instant::now();
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.accepted_at = Some(now),
+            None => {
+                let mut copy = Self::build(
+                    self.inner.message_type.to_string(),
+                    self.inner.payload.clone(),
+                    self.inner.sender_id.clone(),
+                    self.inner.id.clone(),
+                );
+                if let Some(inner) = Arc::get_mut(&mut copy.inner) {
+                    inner.accepted_at = Some(now);
+                }
+                self = copy;
+            }
+        }
+        self
+    }
+
+    /// When a server accepted the message, if one marked it
+    /// ([`accepted_now`](Self::accepted_now)).
+    pub fn accepted_at(&self) -> Option<std::time::Instant> {
+        self.inner.accepted_at
     }
 
     /// The message type (eric-sse's `type`).

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ impl SseBody {
         metrics: Arc<Metrics>,
         expires: Option<u64>,
     ) -> Self {
-        metrics.open_streams.fetch_add(1, Ordering::Relaxed);
+        metrics.open_streams.inc();
         SseBody {
             events,
             keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
@@ -89,7 +88,12 @@ impl Stream for SseBody {
         }
         match this.events.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => {
-                this.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                this.metrics.delivered.inc();
+                if let Some(accepted) = event.accepted_at() {
+                    this.metrics
+                        .delivery_latency
+                        .observe(accepted.elapsed().as_secs_f64());
+                }
                 if let Some((every, sleep)) = &mut this.keep_alive {
                     sleep.as_mut().reset(Instant::now() + *every);
                 }
@@ -140,6 +144,6 @@ fn instant_of(exp: u64) -> Instant {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.open_streams.dec();
     }
 }

@@ -42,6 +42,7 @@
 mod auth;
 mod error;
 mod events;
+mod metrics;
 mod multi;
 mod routes;
 mod serve;

@@ -139,7 +139,7 @@ impl Stream for Merged {
             this.id.positions[i] = Some(id.to_owned());
         }
         let data = format!(r#"{{"channel":{},"data":{}}}"#, this.names[i], event.data());
-        let mut enveloped = SseEvent::new(data);
+        let mut enveloped = SseEvent::new(data).with_accepted_at(event.accepted_at());
         if let Some(kind) = event.event() {
             enveloped = enveloped.with_event(kind)?;
         }

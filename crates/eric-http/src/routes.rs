@@ -124,7 +124,7 @@ pub(crate) async fn broadcast(
     let channel = channel_id(query.channel_id.as_deref())?;
     access.check(Role::Publish, channel)?;
     let publish = json_body(body)?;
-    let message = Message::new(publish.message_type, publish.payload);
+    let message = Message::new(publish.message_type, publish.payload).accepted_now();
     let published = state.channels.broadcast(channel, message).await?;
     // In a cluster, listeners are counted by each process for itself: null.
     Ok(Json(
@@ -147,7 +147,7 @@ pub(crate) async fn dispatch(
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    let message = Message::new(publish.message_type, publish.payload);
+    let message = Message::new(publish.message_type, publish.payload).accepted_now();
     state.channels.dispatch(channel, listener, message).await?;
     Ok(Json(json!({"ok": true})))
 }

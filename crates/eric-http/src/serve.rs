@@ -16,7 +16,6 @@ use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::HeaderValue;
@@ -30,6 +29,8 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::state::{HttpConfig, Metrics};
 
 /// The router as hyper's service, its future boxed per request: hyper keeps a slot the
@@ -55,24 +56,19 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
 
 /// Counts itself in one of the metrics' gauges while it lives (an open connection, a
 /// refusal being answered).
-struct Counted {
-    metrics: Arc<Metrics>,
-    gauge: fn(&Metrics) -> &AtomicU64,
-}
+struct Counted(Gauge);
 
 impl Counted {
-    fn new(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
-        gauge(metrics).fetch_add(1, Ordering::Relaxed);
-        Counted {
-            metrics: Arc::clone(metrics),
-            gauge,
-        }
+    fn new(metrics: &Metrics, gauge: fn(&Metrics) -> &Gauge) -> Self {
+        let gauge = gauge(metrics).clone();
+        gauge.inc();
+        Counted(gauge)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -97,7 +93,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Refuse {
 
 /// Refusals answered at once: past this many, a connection over the limit is closed
 /// without an answer, so that a storm of them costs nothing either.
-const REFUSING_AT_ONCE: u64 = 1024;
+const REFUSING_AT_ONCE: i64 = 1024;
 
 /// Accepts and serves connections until `shutdown` completes; then stops accepting,
 /// runs `on_shutdown`, and waits for the open connections to finish, for
@@ -125,9 +121,9 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let open = metrics.connections.load(Ordering::Relaxed) as usize;
+        let open = usize::try_from(metrics.connections.get()).unwrap_or(0);
         if let Some(max) = config.max_connections.filter(|&max| open >= max) {
-            metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            metrics.refused_connections.inc();
             servers.refuse(tcp, max);
             continue;
         }
@@ -251,7 +247,7 @@ impl Servers {
         if self.tls.is_some() {
             return;
         }
-        if self.metrics.refusing.load(Ordering::Relaxed) < REFUSING_AT_ONCE {
+        if self.metrics.refusing.get() < REFUSING_AT_ONCE {
             let refusing = Counted::new(&self.metrics, |m| &m.refusing);
             let refusal = self.http1.serve_connection(TokioIo::new(tcp), Refuse(max));
             tokio::spawn(refusal.map(move |_| drop(refusing)));

@@ -1,6 +1,5 @@
 //! The server's configuration and shared state.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eric_core::OverflowPolicy;
@@ -232,38 +231,6 @@ impl HttpConfig {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    /// Connections open now.
-    pub(crate) connections: AtomicU64,
-    /// Connections refused for going over `max_connections`.
-    pub(crate) refused_connections: AtomicU64,
-    /// Refusals being answered now.
-    pub(crate) refusing: AtomicU64,
-    /// Connections open now, by protocol.
-    pub(crate) http1_connections: AtomicU64,
-    pub(crate) h2_connections: AtomicU64,
-    pub(crate) open_streams: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    /// What channels removed so far had counted (dropped, rejected, disconnected), so
-    /// that the totals in `/metrics` never go down.
-    pub(crate) retired: [AtomicU64; 3],
-}
-
-impl Metrics {
-    /// Keeps what a channel about to be removed has counted.
-    pub(crate) fn retire(&self, stats: &eric_core::ChannelStats) {
-        for (total, n) in
-            self.retired
-                .iter()
-                .zip([stats.dropped, stats.rejected, stats.disconnected])
-        {
-            total.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-}
-
 /// What requests that change state or open a stream pass through: open until the
 /// server shuts down, which waits for those in flight before it closes it.
 #[derive(Debug, Default)]
@@ -284,6 +251,8 @@ impl Gate {
     }
 }
 
+pub(crate) use crate::metrics::Metrics;
+
 pub(crate) struct AppState {
     /// Every channel, wherever the backend holds them: the one thing routes call.
     pub(crate) channels: SharedChannels,
@@ -297,11 +266,12 @@ pub(crate) struct AppState {
 impl AppState {
     /// A server's state over `channels`.
     pub(crate) fn new(config: HttpConfig, channels: SharedChannels) -> Self {
+        let metrics = std::sync::Arc::new(Metrics::new(SharedChannels::clone(&channels)));
         AppState {
             auth: crate::auth::Auth::new(&config),
             channels,
             config,
-            metrics: std::sync::Arc::new(Metrics::default()),
+            metrics,
             gate: Gate::default(),
         }
     }
@@ -335,93 +305,6 @@ impl AppState {
     }
 
     pub(crate) fn metrics_text(&self) -> String {
-        let local = self.channels.local();
-        let ids = local.ids();
-        let [dropped, rejected, disconnected] = self
-            .metrics
-            .retired
-            .each_ref()
-            .map(|n| n.load(Ordering::Relaxed));
-        let (mut listeners, mut dropped, mut rejected, mut disconnected) =
-            (0u64, dropped, rejected, disconnected);
-        for id in &ids {
-            if let Ok(channel) = local.get(id) {
-                let stats = channel.stats();
-                listeners += stats.listeners as u64;
-                dropped += stats.dropped;
-                rejected += stats.rejected;
-                disconnected += stats.disconnected;
-            }
-        }
-        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let metrics = &self.metrics;
-        // (name, help, type, value), in the order they are written.
-        let rows: [(&str, &str, &str, u64); 9] = [
-            ("eric_channels", "Channels.", "gauge", ids.len() as u64),
-            (
-                "eric_listeners",
-                "Listeners registered in all channels.",
-                "gauge",
-                listeners,
-            ),
-            (
-                "eric_connections",
-                "HTTP connections open now.",
-                "gauge",
-                load(&metrics.connections),
-            ),
-            (
-                "eric_connections_refused_total",
-                "Connections refused for going over --max-connections.",
-                "counter",
-                load(&metrics.refused_connections),
-            ),
-            (
-                "eric_open_streams",
-                "SSE responses being streamed now.",
-                "gauge",
-                load(&metrics.open_streams),
-            ),
-            (
-                "eric_delivered_total",
-                "Events written to SSE responses.",
-                "counter",
-                load(&metrics.delivered),
-            ),
-            (
-                "eric_dropped_total",
-                "Messages dropped by bounded queues.",
-                "counter",
-                dropped,
-            ),
-            (
-                "eric_rejected_total",
-                "Messages refused because a listener was full (overflow policy reject).",
-                "counter",
-                rejected,
-            ),
-            (
-                "eric_disconnected_total",
-                "Listeners disconnected for falling too far behind (policy disconnect).",
-                "counter",
-                disconnected,
-            ),
-        ];
-        let mut text: String = rows
-            .iter()
-            .map(|(name, help, kind, value)| {
-                format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
-            })
-            .collect();
-        let by_protocol = "eric_connections_by_protocol";
-        text.push_str(&format!(
-            "# HELP {by_protocol} HTTP connections open now, by protocol (over TLS or not).\n\
-             # TYPE {by_protocol} gauge\n\
-             {by_protocol}{{protocol=\"http/1.1\"}} {}\n\
-             {by_protocol}{{protocol=\"h2\"}} {}\n",
-            load(&metrics.http1_connections),
-            load(&metrics.h2_connections),
-        ));
-        text
+        self.metrics.text()
     }
 }

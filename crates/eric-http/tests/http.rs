@@ -96,6 +96,29 @@ async fn every_route_works_as_eric_sse_front_end_does() {
     assert_eq!(server.metric("eric_open_streams").await, 1);
     assert_eq!(server.metric("eric_delivered_total").await, 2);
     assert_eq!(server.metric("eric_channels").await, 2);
+    // Both were published over HTTP: each delivery's latency is in the histogram, which
+    // a Prometheus client reads as such.
+    assert_eq!(
+        server.metric("eric_delivery_latency_seconds_count").await,
+        2
+    );
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE eric_delivery_latency_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("eric_delivery_latency_seconds_bucket{le=\"+Inf\"} 2"),
+        "{text}"
+    );
 
     // Removing the listener ends its stream; removing a channel, likewise with the closed event.
     let removed = server

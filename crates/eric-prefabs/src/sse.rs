@@ -16,13 +16,25 @@ use crate::error::{Error, Result, truncated};
 /// assert_eq!(event.encode(), "event: note\nid: 7\ndata: line one\ndata: line two\n\n");
 /// # Ok::<(), eric_prefabs::Error>(())
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct SseEvent {
     event: Option<String>,
     data: String,
     id: Option<String>,
     retry: Option<u64>,
+    /// When the message it carries was accepted by a server (not on the wire, and not
+    /// compared: two events are equal by what they say).
+    accepted_at: Option<std::time::Instant>,
 }
+
+impl PartialEq for SseEvent {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.event, &self.data, &self.id, self.retry)
+            == (&other.event, &other.data, &other.id, other.retry)
+    }
+}
+
+impl Eq for SseEvent {}
 
 impl SseEvent {
     /// An event of the default type (`message`) carrying `data`.
@@ -60,6 +72,18 @@ impl SseEvent {
     pub(crate) fn with_id_unchecked(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
+    }
+
+    /// Notes when the message this event carries was accepted (see
+    /// [`Message::accepted_now`](eric_core::Message::accepted_now)); not written.
+    pub fn with_accepted_at(mut self, at: Option<std::time::Instant>) -> Self {
+        self.accepted_at = at;
+        self
+    }
+
+    /// When the message this event carries was accepted by a server, if it says.
+    pub fn accepted_at(&self) -> Option<std::time::Instant> {
+        self.accepted_at
     }
 
     /// Sets the reconnection time, in milliseconds.

@@ -78,7 +78,9 @@ impl Adapter for SseAdapter {
             SseEvent::new(error.to_string())
                 .with_event_unchecked(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
         };
-        let event = event.with_retry(self.retry_ms);
+        let event = event
+            .with_retry(self.retry_ms)
+            .with_accepted_at(msg.accepted_at());
         match delivery.seq {
             // The closed marker takes a place in the log but is no broadcast: with an
             // id, a client would resume past a number that the channel's next life (a

@@ -84,7 +84,8 @@ pub(super) fn apply(
 /// The message an entry (or a queued dispatch) holds.
 fn message(message_type: String, entry: &StreamId) -> Message {
     let payload: String = entry.get("payload").unwrap_or_default();
-    decode(message_type, payload)
+    // Accepted, for this process's delivery-latency histogram, when it read it.
+    decode(message_type, payload).accepted_now()
 }
 
 pub(super) fn decode(message_type: String, payload: String) -> Message {
