@@ -1,6 +1,8 @@
 //! eric-http: the HTTP Server-Sent Events server. eric-sse's HTTP routes with JSON on
 //! the wire, plus what a browser's `EventSource` wants: subscribe-and-stream in one
-//! request, `Last-Event-ID` resume, keep-alive comments.
+//! request, many channels on one stream, `Last-Event-ID` resume, keep-alive comments,
+//! signed tokens per channel (`JwtConfig`, feature `jwt`), and TLS with HTTP/2
+//! (`TlsConfig`, feature `tls`; h2c in cleartext).
 //!
 //! | route | does |
 //! |---|---|
@@ -10,12 +12,14 @@
 //! | `POST /dispatch?channel_id=&listener_id=` `{"type", "payload"}` | → `{"ok": true}` |
 //! | `GET /stream/{channel}/{listener}` | the listener's events (`text/event-stream`) |
 //! | `GET /channels/{channel}/events` | subscribe and stream; the listener goes with the connection |
+//! | `GET /events?channel=a&channel=b` | several channels merged on one stream ([`MultiEventId`]) |
 //! | `DELETE /listener/{channel}/{listener}` | 204; its stream ends |
 //! | `DELETE /channel/{channel}` | 204; its streams get the closed event and end |
 //! | `GET /channels` | the ids |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
 //!
-//! Errors are `{"error", "message"}` with 400, 401, 404, 408, 409, 413, 415, 422 or 503.
+//! Errors are `{"error", "message"}` with 400, 401, 403, 404, 408, 409, 413, 415, 422 or
+//! 503.
 //!
 //! An idle stream holds about 18.8 KB of heap, 16 KB of it hyper's two connection
 //! buffers, which stay almost unwritten. Resident, that is about 7 KiB per stream under
