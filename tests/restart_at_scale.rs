@@ -9,6 +9,8 @@
 
 #[path = "support/eric_serve.rs"]
 mod eric_serve;
+#[path = "../crates/eric-http/tests/support/mod.rs"]
+mod http_support;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
 #[path = "support/sse_client.rs"]
@@ -114,7 +116,7 @@ async fn a_thousand_streams_resume_after_a_restart_losing_nothing_and_spread_out
         .collect();
     // Every stream open (one listener each).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sse_metric(&http, &base, "eric_open_streams").await < CLIENTS as u64 {
+    while http_support::metric_at(&http, &base, "eric_open_streams").await < CLIENTS as u64 {
         assert!(Instant::now() < deadline, "the streams did not all open");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -191,18 +193,4 @@ async fn a_thousand_streams_resume_after_a_restart_losing_nothing_and_spread_out
         per_second.iter().all(|&n| n <= CLIENTS / 2),
         "{per_second:?}"
     );
-}
-
-async fn sse_metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
-        .unwrap_or(0)
 }

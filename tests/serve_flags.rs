@@ -115,37 +115,26 @@ async fn a_key_for_subscribers_alone_leaves_publishing_as_it_was() {
     assert_eq!(status(publish).await, 200);
 }
 
-#[test]
-fn a_key_file_that_cannot_be_read_stops_the_server_with_a_clear_message() {
+/// `eric serve <args>`, which must fail to start: what it wrote to standard error.
+fn refused(args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--jwt-public-key",
-            "/nonexistent/key.pem",
-        ])
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "eric serve {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_key_file_that_cannot_be_read_stops_the_server_with_a_clear_message() {
+    let stderr = refused(&["--jwt-public-key", "/nonexistent/key.pem"]);
     assert!(
         stderr.contains("cannot read the JWT public key"),
         "{stderr}"
     );
     let not_a_key = format!("{KEYS}/README.md");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--jwt-public-key",
-            &not_a_key,
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&["--jwt-public-key", &not_a_key]);
     assert!(
         stderr.contains("not an RSA, EC or Ed25519 public key"),
         "{stderr}"
@@ -156,36 +145,16 @@ fn a_key_file_that_cannot_be_read_stops_the_server_with_a_clear_message() {
 fn a_tls_file_that_cannot_be_used_stops_the_server_naming_it() {
     let not_pem = format!("{KEYS}/README.md");
     let key = format!("{KEYS}/es256_private.pem");
-    for (cert, key, named) in [
-        (
-            "/nonexistent/cert.pem",
-            key.as_str(),
-            "/nonexistent/cert.pem",
-        ),
-        (not_pem.as_str(), key.as_str(), "README.md"),
+    for (cert, named) in [
+        ("/nonexistent/cert.pem", "/nonexistent/cert.pem"),
+        (not_pem.as_str(), "README.md"),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--tls-cert",
-                cert,
-                "--tls-key",
-                key,
-            ])
-            .output()
-            .unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = refused(&["--tls-cert", cert, "--tls-key", &key]);
         assert!(
             stderr.contains("TLS certificate") && stderr.contains(named),
             "{stderr}"
         );
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eric"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert", "c.pem"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "--tls-cert without --tls-key");
+    // --tls-cert without --tls-key.
+    refused(&["--tls-cert", "c.pem"]);
 }

@@ -102,15 +102,7 @@ async fn every_route_works_as_eric_sse_front_end_does() {
         server.metric("eric_delivery_latency_seconds_count").await,
         2
     );
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(
         text.contains("# TYPE eric_delivery_latency_seconds histogram"),
         "{text}"

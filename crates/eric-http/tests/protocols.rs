@@ -71,15 +71,7 @@ async fn h2c_carries_twenty_streams_on_one_connection_beside_http1_on_the_same_p
     // served beside it on the same port.
     let h2 = h2c.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(
         text.contains("eric_connections_by_protocol{protocol=\"h2\"} 1"),
         "{text}"

@@ -114,6 +114,11 @@ impl Running {
         metric_at(&self.http, &self.base, name).await
     }
 
+    /// The whole of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        metrics_text_at(&self.http, &self.base).await
+    }
+
     pub async fn eventually(&self, name: &str, value: u64) {
         for _ in 0..300 {
             if self.metric(name).await == value {
@@ -134,15 +139,14 @@ pub async fn next(events: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
 
 /// A counter or gauge of `/metrics` at `base` (a server of this process or not).
 pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text_at(http, base).await;
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+/// The whole of `/metrics` at `base`.
+pub async fn metrics_text_at(http: &reqwest::Client, base: &str) -> String {
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
 }
