@@ -130,6 +130,9 @@ impl Stream for SseBody {
     }
 }
 
+/// The type of the event that ends a stream whose token expired.
+pub(crate) const TOKEN_EXPIRED: &str = eric_prefabs::MESSAGE_TYPE_TOKEN_EXPIRED;
+
 /// The instant of `exp`, seconds since the Unix epoch (now, if it has passed).
 fn instant_of(exp: u64) -> Instant {
     let now = std::time::SystemTime::now()

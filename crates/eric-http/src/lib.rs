@@ -44,6 +44,8 @@
 //! ```
 
 mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 mod error;
 mod events;
 mod metrics;
