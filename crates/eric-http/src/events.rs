@@ -82,7 +82,7 @@ impl Stream for SseBody {
             let event = SseEvent::new(data).with_retry(this.retry_ms);
             let event = event
                 .clone()
-                .with_event(eric_prefabs::MESSAGE_TYPE_TOKEN_EXPIRED)
+                .with_event(TOKEN_EXPIRED)
                 .unwrap_or(event);
             return Poll::Ready(Some(Ok(Bytes::from(event.encode()))));
         }

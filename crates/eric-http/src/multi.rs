@@ -82,11 +82,16 @@ impl std::fmt::Display for MultiEventId {
                 f.write_str(",")?;
             }
             if let Some(position) = position {
-                write!(f, "{}", utf8_percent_encode(position, ESCAPED))?;
+                f.write_str(&escaped(position))?;
             }
         }
         Ok(())
     }
+}
+
+/// A position as the id holds it: itself, in practice (eric's ids need no escape).
+fn escaped(position: &str) -> std::borrow::Cow<'_, str> {
+    utf8_percent_encode(position, ESCAPED).into()
 }
 
 type Tagged = Pin<Box<dyn Stream<Item = (usize, eric_persistence::Result<SseEvent>)> + Send>>;
@@ -107,10 +112,14 @@ pub(crate) fn merge(
         .iter()
         .map(|channel| serde_json::Value::from(channel.as_str()).to_string())
         .collect();
+    let escaped = positions
+        .iter()
+        .map(|p| p.as_deref().map(escaped).unwrap_or_default().into_owned())
+        .collect();
     Box::pin(Merged {
         streams: select_all(tagged),
         names,
-        id: MultiEventId::new(positions),
+        escaped,
     })
 }
 
@@ -118,7 +127,15 @@ struct Merged {
     streams: SelectAll<Tagged>,
     /// Each channel's id as a JSON string, for the envelopes.
     names: Vec<String>,
-    id: MultiEventId,
+    /// Each channel's position, escaped as the id holds it: an event changes one, and
+    /// the id is these joined (what `MultiEventId`'s `Display` writes).
+    escaped: Vec<String>,
+}
+
+impl Merged {
+    fn id(&self) -> String {
+        self.escaped.join(",")
+    }
 }
 
 impl Stream for Merged {
@@ -136,15 +153,21 @@ impl Stream for Merged {
         // An event without an id (a reset, the closed event) leaves the position, as a
         // browser leaves its last event id.
         if let Some(id) = event.id() {
-            this.id.positions[i] = Some(id.to_owned());
+            this.escaped[i] = escaped(id).into_owned();
         }
-        let data = format!(r#"{{"channel":{},"data":{}}}"#, this.names[i], event.data());
+        let (name, payload) = (&this.names[i], event.data());
+        let mut data = String::with_capacity(20 + name.len() + payload.len());
+        data.push_str(r#"{"channel":"#);
+        data.push_str(name);
+        data.push_str(r#","data":"#);
+        data.push_str(payload);
+        data.push('}');
         let mut enveloped = SseEvent::new(data).with_accepted_at(event.accepted_at());
         if let Some(kind) = event.event() {
             enveloped = enveloped.with_event(kind)?;
         }
         if event.id().is_some() {
-            enveloped = enveloped.with_id(this.id.to_string())?;
+            enveloped = enveloped.with_id(this.id())?;
         }
         Poll::Ready(Some(Ok(enveloped)))
     }
