@@ -80,10 +80,7 @@ impl Stream for SseBody {
             this.done = true;
             let data = serde_json::json!({ "reason": "token_expired", "exp": *exp }).to_string();
             let event = SseEvent::new(data).with_retry(this.retry_ms);
-            let event = event
-                .clone()
-                .with_event(TOKEN_EXPIRED)
-                .unwrap_or(event);
+            let event = event.clone().with_event(TOKEN_EXPIRED).unwrap_or(event);
             return Poll::Ready(Some(Ok(Bytes::from(event.encode()))));
         }
         match this.events.as_mut().poll_next(cx) {
