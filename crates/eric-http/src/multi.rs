@@ -97,13 +97,14 @@ fn escaped(position: &str) -> std::borrow::Cow<'_, str> {
 type Tagged = Pin<Box<dyn Stream<Item = (usize, eric_persistence::Result<SseEvent>)> + Send>>;
 
 /// The merged stream of `streams`, the `i`th of channel `channels[i]`, resumed from
-/// `positions`. Each channel's events keep their order; the stream ends when every
-/// channel's has (shutting down ends them all; a removed channel ends alone).
+/// `positions`, and the id those positions make. Each channel's events keep their
+/// order; the stream ends when every channel's has (shutting down ends them all; a
+/// removed channel ends alone).
 pub(crate) fn merge(
     channels: Vec<String>,
     streams: Vec<EventStream>,
-    positions: Vec<Option<String>>,
-) -> EventStream {
+    positions: &[Option<String>],
+) -> (EventStream, String) {
     let tagged = streams
         .into_iter()
         .enumerate()
@@ -116,11 +117,13 @@ pub(crate) fn merge(
         .iter()
         .map(|p| p.as_deref().map(escaped).unwrap_or_default().into_owned())
         .collect();
-    Box::pin(Merged {
+    let merged = Merged {
         streams: select_all(tagged),
         names,
         escaped,
-    })
+    };
+    let starting_id = merged.id();
+    (Box::pin(merged), starting_id)
 }
 
 struct Merged {

@@ -152,12 +152,14 @@ pub(crate) async fn dispatch(
     Ok(Json(json!({"ok": true})))
 }
 
-fn last_event_id(headers: &HeaderMap, query: &ChannelQuery) -> Option<String> {
+/// The id a stream resumes after: the `Last-Event-ID` header a reconnecting
+/// `EventSource` sends, or else the query's `last_event_id`.
+fn last_event_id(headers: &HeaderMap, from_query: Option<String>) -> Option<String> {
     headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| query.last_event_id.clone())
+        .or(from_query)
 }
 
 fn sse_response(state: &AppState, events: EventStream, expires: Option<u64>) -> Response {
@@ -192,7 +194,7 @@ pub(crate) async fn stream(
 ) -> Result<Response> {
     let granted = access.check(Role::Subscribe, &channel_id)?;
     auth::check_owner(&granted, &listener_id)?;
-    let last = last_event_id(&headers, &query);
+    let last = last_event_id(&headers, query.last_event_id);
     let events = state
         .channels
         .message_stream(&channel_id, &listener_id, last.as_deref())
@@ -211,7 +213,7 @@ pub(crate) async fn events(
 ) -> Result<Response> {
     let granted = access.check(Role::Subscribe, &channel_id)?;
     room_for_a_listener(&state, &channel_id).await?;
-    let last = last_event_id(&headers, &query);
+    let last = last_event_id(&headers, query.last_event_id);
     let events = state
         .channels
         .subscribe(&channel_id, last.as_deref())
@@ -257,11 +259,7 @@ pub(crate) async fn multi_events(
         expires = access.check(Role::Subscribe, channel)?.expires;
         room_for_a_listener(&state, channel).await?;
     }
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(query_last);
+    let last = last_event_id(&headers, query_last);
     // An id that is not a stream's of these channels resets each of them, as a single
     // channel's stream does for an id it cannot read. A new stream starts each channel
     // where it is now, so that its id holds every channel's position from the start: a
@@ -285,8 +283,8 @@ pub(crate) async fn multi_events(
     .await?;
     // The positions the stream starts from, as its id before any event: a client
     // dropped before the first event resumes from them too.
-    let preamble = format!("id: {}\n\n", crate::MultiEventId::new(positions.clone()));
-    let merged = crate::multi::merge(channels, streams, positions);
+    let (merged, starting_id) = crate::multi::merge(channels, streams, &positions);
+    let preamble = format!("id: {starting_id}\n\n");
     Ok(sse_body_response(
         state.sse_body(merged, expires).preamble(preamble),
     ))

@@ -220,22 +220,20 @@ impl Servers {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let app = App(self.app.clone());
-        // `map`, not an async block: that would hold the connection twice (captured,
-        // then awaited), 800 bytes more per idle stream.
         if h2 {
             let protocol = Counted::new(&self.metrics, |m| &m.h2_connections);
-            let connection = self.http2.serve_connection(io, app);
-            tokio::spawn(watcher.watch(connection).map(move |ended| {
-                drop((open, protocol));
-                log_end(ended);
-            }));
+            spawn_watched(
+                watcher,
+                self.http2.serve_connection(io, app),
+                (open, protocol),
+            );
         } else {
             let protocol = Counted::new(&self.metrics, |m| &m.http1_connections);
-            let connection = self.http1.serve_connection(io, app);
-            tokio::spawn(watcher.watch(connection).map(move |ended| {
-                drop((open, protocol));
-                log_end(ended);
-            }));
+            spawn_watched(
+                watcher,
+                self.http1.serve_connection(io, app),
+                (open, protocol),
+            );
         }
     }
 
@@ -255,10 +253,20 @@ impl Servers {
     }
 }
 
-fn log_end(ended: Result<(), hyper::Error>) {
-    if let Err(e) = ended {
-        tracing::trace!(error = %e, "connection ended with an error");
-    }
+/// Serves `connection` in a task of its own, shut down gracefully with the others,
+/// holding `counted` (its gauges) until it ends.
+fn spawn_watched<C>(watcher: Watcher, connection: C, counted: (Counted, Counted))
+where
+    C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send + 'static,
+{
+    // `map`, not an async block: that would hold the connection twice (captured, then
+    // awaited), 800 bytes more per idle stream.
+    tokio::spawn(watcher.watch(connection).map(move |ended| {
+        drop(counted);
+        if let Err(e) = ended {
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    }));
 }
 
 /// Whether a cleartext connection opens with the HTTP/2 preface (`None`: it said

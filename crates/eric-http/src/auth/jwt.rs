@@ -173,7 +173,7 @@ impl Verifier {
     }
 
     /// The token's claims, if its signature, algorithm and times are good.
-    pub(crate) fn verify(&self, token: &str) -> std::result::Result<Claims, TokenError> {
+    pub(crate) fn verify(&self, token: &str) -> std::result::Result<TokenClaims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(
             |err| match err.kind() {
@@ -184,7 +184,7 @@ impl Verifier {
                 _ => TokenError::Invalid(format!("the token is not valid: {err}")),
             },
         )?;
-        Ok(Claims::from(data.claims))
+        Ok(TokenClaims::from(data.claims))
     }
 }
 
@@ -232,8 +232,6 @@ pub struct TokenClaims {
     pub(crate) exp: Option<u64>,
 }
 
-pub(crate) type Claims = TokenClaims;
-
 impl TokenClaims {
     /// Whether the token names `channel` in its `subscribe` list.
     pub fn may_subscribe(&self, channel: &str) -> bool {
@@ -256,10 +254,10 @@ impl TokenClaims {
     }
 }
 
-impl From<RawClaims> for Claims {
+impl From<RawClaims> for TokenClaims {
     fn from(raw: RawClaims) -> Self {
         let patterns = |list: Vec<String>| list.iter().map(|p| ChannelPattern::new(p)).collect();
-        Claims {
+        TokenClaims {
             subscribe: patterns(raw.eric.subscribe),
             publish: patterns(raw.eric.publish),
             sub: raw.sub,

@@ -97,10 +97,10 @@ pub(crate) struct Granted {
 
 /// The credentials of a request, checked on demand against what it needs.
 pub(crate) struct Access {
-    auth: Arc<AppState>,
+    state: Arc<AppState>,
     token: Option<String>,
     #[cfg(feature = "jwt")]
-    claims: [OnceLock<std::result::Result<jwt::Claims, jwt::TokenError>>; 2],
+    claims: [OnceLock<std::result::Result<jwt::TokenClaims, jwt::TokenError>>; 2],
 }
 
 impl FromRequestParts<Arc<AppState>> for Access {
@@ -111,7 +111,7 @@ impl FromRequestParts<Arc<AppState>> for Access {
             .or_else(|| query_token(parts))
             .or_else(|| cookie_token(parts, &state.auth.cookie));
         Ok(Access {
-            auth: Arc::clone(state),
+            state: Arc::clone(state),
             token,
             #[cfg(feature = "jwt")]
             claims: Default::default(),
@@ -178,7 +178,7 @@ impl Access {
 
     /// Allowed to do `role` to some channel: the token is good, not yet for which.
     pub(crate) fn role(&self, role: Role) -> Result<Granted> {
-        let auth = &self.auth.auth;
+        let auth = &self.state.auth;
         if !auth.guarded(role) {
             return Ok(Granted::default());
         }
@@ -201,9 +201,9 @@ impl Access {
     }
 
     #[cfg(feature = "jwt")]
-    fn claims(&self, role: Role) -> Result<&jwt::Claims> {
+    fn claims(&self, role: Role) -> Result<&jwt::TokenClaims> {
         let checked = self.claims[role.index()].get_or_init(|| {
-            let verifier = self.auth.auth.verifiers[role.index()]
+            let verifier = self.state.auth.verifiers[role.index()]
                 .as_ref()
                 .ok_or_else(|| jwt::TokenError::Invalid("no key checks these tokens".into()))?;
             let token = self.token.as_deref().unwrap_or_default();
