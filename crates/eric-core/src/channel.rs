@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use crate::adapter::{Adapter, Delivery, MessageAdapter};
+use crate::budget::{MemoryBudget, Reclaim};
 use crate::channel_shared::Shared;
 use crate::connection::{
     Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory,
@@ -110,6 +111,8 @@ pub struct ChannelBuilder {
     capacity: Option<usize>,
     overflow: OverflowPolicy,
     replay: usize,
+    replay_bytes: Option<u64>,
+    budget: Option<MemoryBudget>,
     first_seq: u64,
     factory: Option<Arc<dyn ConnectionsFactory>>,
 }
@@ -135,6 +138,21 @@ impl ChannelBuilder {
     /// [`Channel::message_stream_from`]). Default 0: only what listeners still need.
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = broadcasts;
+        self
+    }
+
+    /// Bounds the replay window by size as well: of the last [`replay`](Self::replay)
+    /// broadcasts, it keeps no more than `bytes` (estimated by
+    /// [`Message::retained_bytes`], in whole segments). Default: no bound in bytes.
+    pub fn replay_bytes(mut self, bytes: u64) -> Self {
+        self.replay_bytes = Some(bytes);
+        self
+    }
+
+    /// Counts the channel's broadcasts against `budget`, shared with other channels
+    /// (see [`MemoryBudget`]). Default: none.
+    pub fn memory_budget(mut self, budget: &MemoryBudget) -> Self {
+        self.budget = Some(budget.clone());
         self
     }
 
@@ -168,7 +186,7 @@ impl ChannelBuilder {
         let factory = self
             .factory
             .unwrap_or_else(|| Arc::new(InMemoryConnectionsFactory));
-        Ok(Channel {
+        let channel = Channel {
             shared: Arc::new(Shared {
                 id: id.into(),
                 adapter,
@@ -179,6 +197,7 @@ impl ChannelBuilder {
                     self.first_seq,
                     queue_config.capacity(),
                     self.replay,
+                    self.replay_bytes,
                 ),
                 broadcast_order: Mutex::default(),
                 position_floor: AtomicU64::new(self.first_seq),
@@ -189,7 +208,11 @@ impl ChannelBuilder {
                 rejected: AtomicU64::new(0),
                 disconnected: AtomicU64::new(0),
             }),
-        })
+        };
+        if let Some(budget) = &self.budget {
+            channel.limit_memory(budget);
+        }
+        Ok(channel)
     }
 }
 
@@ -229,6 +252,29 @@ impl<A: Adapter> Channel<A> {
     /// [`ChannelBuilder::replay`]).
     pub fn replay(&self) -> usize {
         self.shared.log.retain() as usize
+    }
+
+    /// The bytes the channel keeps for replay at most (see
+    /// [`ChannelBuilder::replay_bytes`]), if bounded.
+    pub fn replay_bytes(&self) -> Option<u64> {
+        self.shared.log.retain_bytes()
+    }
+
+    /// Counts the channel's broadcasts against `budget` from now on, those it holds
+    /// already included (see [`MemoryBudget`]); `false`, changing nothing, if it
+    /// counts against a budget already.
+    pub fn limit_memory(&self, budget: &MemoryBudget) -> bool {
+        if !self.shared.log.join_budget(budget) {
+            return false;
+        }
+        let member: Arc<dyn Reclaim> = self.shared.clone();
+        budget.join(Arc::downgrade(&member));
+        true
+    }
+
+    /// The memory budget the channel counts against, if any.
+    pub fn memory_budget(&self) -> Option<&MemoryBudget> {
+        self.shared.log.budget()
     }
 
     /// Creates, registers and returns a default listener (eric-sse's `add_listener`).
@@ -360,10 +406,28 @@ impl<A: Adapter> Channel<A> {
     /// On a bounded channel with [`OverflowPolicy::Reject`], if any listener already
     /// has `capacity` unread broadcasts the message reaches nobody and the result is
     /// [`Error::BroadcastRejected`] naming them; retrying later is safe.
+    ///
+    /// On a channel with a [`MemoryBudget`] that the broadcast would overrun once what
+    /// only the replay windows keep is released, the result is
+    /// [`Error::MemoryBudgetExceeded`] and nobody gets it.
     pub fn broadcast(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
-        let msg = msg.into();
+        self.append(msg.into(), true)
+    }
+
+    /// Like [`broadcast`](Self::broadcast), for a broadcast already accepted elsewhere
+    /// (stored, or published by another process of a cluster) that this copy of the
+    /// channel must take: counted against the channel's [`MemoryBudget`] but never
+    /// refused by it. Every other check applies.
+    pub fn replicate(&self, msg: impl Into<Message>) -> Result<BroadcastReport> {
+        self.append(msg.into(), false)
+    }
+
+    fn append(&self, msg: Message, budgeted: bool) -> Result<BroadcastReport> {
         let _order = self.order();
         self.ensure_open()?;
+        if budgeted && let Some(budget) = self.shared.log.budget() {
+            budget.admit(msg.retained_bytes())?;
+        }
         let window = self.shared.log.window();
         let policy = self.shared.queue_config.overflow();
         if let (Some(window), OverflowPolicy::Reject) = (window, policy) {

@@ -38,6 +38,12 @@ pub(crate) struct Shared<A> {
     pub(crate) disconnected: AtomicU64,
 }
 
+impl<A: Send + Sync> crate::budget::Reclaim for Shared<A> {
+    fn reclaim(&self) {
+        self.log.reclaim();
+    }
+}
+
 impl<A> Shared<A> {
     /// A disconnection of `connection` now: everything it had unread is dropped.
     pub(crate) fn disconnection_of(&self, connection: &Connection) -> Disconnection {

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::adapter::{Adapter, MessageAdapter};
+use crate::budget::MemoryBudget;
 use crate::channel::Channel;
 use crate::error::{Error, Result};
 
@@ -26,6 +27,8 @@ use crate::error::{Error, Result};
 /// ```
 pub struct ChannelContainer<A = MessageAdapter> {
     channels: RwLock<HashMap<String, Channel<A>>>,
+    /// The budget every channel registered here counts against, once set.
+    budget: OnceLock<MemoryBudget>,
 }
 
 impl<A: Adapter> ChannelContainer<A> {
@@ -33,7 +36,29 @@ impl<A: Adapter> ChannelContainer<A> {
     pub fn new() -> Self {
         ChannelContainer {
             channels: RwLock::default(),
+            budget: OnceLock::new(),
         }
+    }
+
+    /// Counts the broadcasts of every channel registered here, now and from now on,
+    /// against `budget` (see [`MemoryBudget`]): one bound for a server's channels,
+    /// whichever way they come in. `false`, changing nothing, if it has a budget
+    /// already. A channel that counts against another budget keeps that one.
+    pub fn limit_memory(&self, budget: MemoryBudget) -> bool {
+        // Under the write lock, so that no channel registers between the two steps.
+        let channels = self.write();
+        if self.budget.set(budget.clone()).is_err() {
+            return false;
+        }
+        for channel in channels.values() {
+            channel.limit_memory(&budget);
+        }
+        true
+    }
+
+    /// The budget its channels count against, if set.
+    pub fn memory_budget(&self) -> Option<&MemoryBudget> {
+        self.budget.get()
     }
 
     /// Adds a channel; [`Error::DuplicateChannel`] if its id is taken.
@@ -43,6 +68,9 @@ impl<A: Adapter> ChannelContainer<A> {
             return Err(Error::DuplicateChannel {
                 channel_id: channel.id().to_owned(),
             });
+        }
+        if let Some(budget) = self.budget.get() {
+            channel.limit_memory(budget);
         }
         channels.insert(channel.id().to_owned(), channel);
         Ok(())

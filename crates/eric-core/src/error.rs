@@ -68,6 +68,20 @@ pub enum Error {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// A broadcast would take the channels of a [`MemoryBudget`](crate::MemoryBudget)
+    /// past its limit even after they released what only their replay windows kept:
+    /// nobody got it, and it can be retried once listeners have read what they hold.
+    #[error(
+        "the memory budget of {limit} bytes is spent ({retained} held by listeners that have not read it); a broadcast of {needed} bytes is refused"
+    )]
+    MemoryBudgetExceeded {
+        /// The broadcast's estimated size.
+        needed: u64,
+        /// What the channels held when it was refused.
+        retained: u64,
+        /// The budget's limit.
+        limit: u64,
+    },
     /// A broadcast reached some listeners but was refused by the full queues of others
     /// (overflow policy [`Reject`](crate::OverflowPolicy::Reject)).
     #[error(

@@ -49,6 +49,7 @@
 //! ```
 
 mod adapter;
+mod budget;
 mod channel;
 mod channel_shared;
 mod connection;
@@ -59,9 +60,11 @@ mod listener;
 mod log;
 mod message;
 mod queue;
+mod segment;
 mod stream;
 
 pub use adapter::{Adapter, Delivery, MessageAdapter};
+pub use budget::MemoryBudget;
 pub use channel::{BroadcastReport, Channel, ChannelBuilder, ChannelStats};
 pub use connection::{Connection, ConnectionsFactory, InMemoryConnectionsFactory};
 pub use container::ChannelContainer;

@@ -6,34 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 
+use crate::budget::MemoryBudget;
 use crate::message::Message;
-
-/// Slots per segment: readers take the log's lock once per this many messages.
-const SEGMENT_LEN: u64 = 64;
-
-/// A run of consecutive broadcast slots. A reader holds the segment its cursor is in,
-/// so a segment no reader holds (and the log no longer needs) is freed.
-pub(crate) struct Segment {
-    start: u64,
-    slots: [OnceLock<Message>; SEGMENT_LEN as usize],
-}
-
-impl Segment {
-    fn new(start: u64) -> Arc<Self> {
-        Arc::new(Segment {
-            start,
-            slots: std::array::from_fn(|_| OnceLock::new()),
-        })
-    }
-
-    fn contains(&self, seq: u64) -> bool {
-        seq >= self.start && seq < self.start + SEGMENT_LEN
-    }
-
-    fn get(&self, seq: u64) -> Option<&Message> {
-        self.slots.get((seq - self.start) as usize)?.get()
-    }
-}
+use crate::segment::Segment;
+#[cfg(test)]
+use crate::segment::{SEGMENT_BYTES, SEGMENT_LEN};
 
 /// What a reader found at its cursor.
 pub(crate) enum Read {
@@ -63,6 +40,10 @@ pub(crate) struct BroadcastLog {
     window: Option<u64>,
     /// Keep at least this many recent broadcasts for readers that resume (replay).
     retain: u64,
+    /// ... but no more of them than this many bytes (whole segments).
+    retain_bytes: Option<u64>,
+    /// The memory budget its broadcasts count against, if any.
+    budget: OnceLock<MemoryBudget>,
     /// The first sequence number this log holds (slots before it in the first segment
     /// were never written).
     first: u64,
@@ -74,6 +55,8 @@ pub(crate) struct BroadcastLog {
 #[derive(Default)]
 struct LogState {
     segments: VecDeque<Arc<Segment>>,
+    /// The bytes of the segments above (when the log sizes its messages).
+    bytes: u64,
     /// Consumers waiting for the next broadcast, by connection.
     waiters: HashMap<usize, Waker>,
 }
@@ -86,22 +69,58 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl BroadcastLog {
     #[cfg(test)]
     pub(crate) fn new(window: Option<usize>, retain: usize) -> Self {
-        Self::starting_at(0, window, retain)
+        Self::starting_at(0, window, retain, None)
     }
 
-    /// A log whose first broadcast gets sequence number `first` (a restored channel).
-    pub(crate) fn starting_at(first: u64, window: Option<usize>, retain: usize) -> Self {
+    /// A log whose first broadcast gets sequence number `first` (a restored channel),
+    /// keeping `retain` broadcasts for replay, in at most `retain_bytes`.
+    pub(crate) fn starting_at(
+        first: u64,
+        window: Option<usize>,
+        retain: usize,
+        retain_bytes: Option<u64>,
+    ) -> Self {
         BroadcastLog {
             state: Mutex::new(LogState {
-                segments: VecDeque::from([Segment::new(first - first % SEGMENT_LEN)]),
+                segments: VecDeque::from([Segment::new(first, None)]),
+                bytes: 0,
                 waiters: HashMap::new(),
             }),
             head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
             retain: retain as u64,
+            retain_bytes,
+            budget: OnceLock::new(),
             first,
             final_slack: AtomicU64::new(0),
         }
+    }
+
+    /// Counts its broadcasts against `budget` from now on (what it holds already
+    /// included); `false` if it already counts against one.
+    pub(crate) fn join_budget(&self, budget: &MemoryBudget) -> bool {
+        let mut state = lock(&self.state);
+        if self.budget.set(budget.clone()).is_err() {
+            return false;
+        }
+        state.bytes = state.segments.iter().map(|s| s.join(budget)).sum();
+        true
+    }
+
+    /// The budget it counts against, if any.
+    pub(crate) fn budget(&self) -> Option<&MemoryBudget> {
+        self.budget.get()
+    }
+
+    /// Whether it needs the size of each broadcast (for a budget or a replay window
+    /// in bytes).
+    pub(crate) fn sizes_messages(&self) -> bool {
+        self.retain_bytes.is_some() || self.budget.get().is_some()
+    }
+
+    /// The bytes it keeps for replay at most, if bounded.
+    pub(crate) fn retain_bytes(&self) -> Option<u64> {
+        self.retain_bytes
     }
 
     /// How many recent broadcasts it keeps for readers that resume.
@@ -128,16 +147,26 @@ impl BroadcastLog {
     /// Appends `msg` and wakes every waiting consumer. Callers serialize appends.
     pub(crate) fn append(&self, msg: Message) -> u64 {
         let seq = self.head.load(Ordering::Relaxed);
+        let bytes = if self.sizes_messages() {
+            msg.retained_bytes()
+        } else {
+            0
+        };
         let woken = {
             let mut state = lock(&self.state);
-            let index = Self::index_of(&mut state.segments, seq);
-            if let Some(segment) = index.and_then(|i| state.segments.get(i)) {
-                let _ = segment.slots[(seq - segment.start) as usize].set(msg);
-            }
+            let budget = self.budget.get();
+            let closed = match Self::segment_at(&mut state.segments, seq, budget) {
+                Some(segment) => {
+                    segment.fill(seq, msg, bytes);
+                    segment.end() == seq + 1
+                }
+                None => false,
+            };
+            state.bytes += bytes;
             // Published after the slot: a reader that sees the new head sees the slot.
             self.head.store(seq + 1, Ordering::Release);
-            if (seq + 1).is_multiple_of(SEGMENT_LEN) {
-                self.trim(&mut state.segments, seq + 1);
+            if closed {
+                self.trim(&mut state, seq + 1);
             }
             if state.waiters.is_empty() {
                 return seq;
@@ -153,46 +182,79 @@ impl BroadcastLog {
         seq
     }
 
-    /// The index of the segment holding `seq`, creating segments up to it at the tail;
-    /// `None` if `seq` was trimmed away (never the case for the head).
-    fn index_of(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<usize> {
-        let base = segments
-            .front()
-            .map_or(seq - seq % SEGMENT_LEN, |s| s.start);
-        if seq < base {
+    /// The segment holding `seq`, creating segments up to it at the tail (counting
+    /// against `budget`); `None` if `seq` was freed (never the case for the head).
+    fn segment_at(
+        segments: &mut VecDeque<Arc<Segment>>,
+        seq: u64,
+        budget: Option<&MemoryBudget>,
+    ) -> Option<Arc<Segment>> {
+        if segments.front().is_some_and(|front| seq < front.start) {
             return None;
         }
-        let index = ((seq - base) / SEGMENT_LEN) as usize;
-        while segments.len() <= index {
-            let start = base + segments.len() as u64 * SEGMENT_LEN;
-            segments.push_back(Segment::new(start));
+        // Segments follow one another with no gap (each starts at the end of the one
+        // before), so the last that starts at or before `seq` is the one, if any is.
+        let index = segments.partition_point(|s| s.start <= seq);
+        if let Some(segment) = index.checked_sub(1).and_then(|i| segments.get(i))
+            && segment.contains(seq)
+        {
+            return Some(Arc::clone(segment));
         }
-        Some(index)
-    }
-
-    /// The segment holding `seq` (see [`Self::index_of`]).
-    fn segment_at(segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<Arc<Segment>> {
-        let index = Self::index_of(segments, seq)?;
-        segments.get(index).cloned()
+        loop {
+            let start = segments.back().map_or(seq, |s| s.end());
+            let segment = Segment::new(start, budget);
+            segments.push_back(Arc::clone(&segment));
+            if segment.contains(seq) {
+                return Some(segment);
+            }
+        }
     }
 
     /// Frees whole segments no reader needs. A bounded log keeps its whole window (a
     /// reader that lagged skips into it); an unbounded one keeps what some reader still
     /// holds (every reader holds the segment its cursor is in); both keep the last
-    /// `retain` broadcasts for readers that resume.
-    fn trim(&self, segments: &mut VecDeque<Arc<Segment>>, head: u64) {
+    /// `retain` broadcasts for readers that resume, in at most `retain_bytes`.
+    fn trim(&self, state: &mut LogState, head: u64) {
         let window = self.window();
-        let keep = window.unwrap_or(0).max(self.retain);
-        while segments.len() > 1 {
-            let Some(front) = segments.front() else { break };
-            let end = front.start + SEGMENT_LEN;
-            let needed = end > head.saturating_sub(keep)
-                || (window.is_none() && Arc::strong_count(front) > 1);
-            if end <= head && !needed {
-                segments.pop_front();
-            } else {
+        while state.segments.len() > 1 {
+            let Some(front) = state.segments.front() else {
+                break;
+            };
+            let end = front.end();
+            let over_bytes = self.retain_bytes.is_some_and(|limit| state.bytes > limit);
+            let for_replay = end > head.saturating_sub(self.retain) && !over_bytes;
+            let for_window = window.is_some_and(|w| end > head.saturating_sub(w));
+            let for_reader = window.is_none() && Arc::strong_count(front) > 1;
+            if end > head || for_replay || for_window || for_reader {
                 break;
             }
+            self.pop_front(state);
+        }
+    }
+
+    fn pop_front(&self, state: &mut LogState) {
+        if let Some(front) = state.segments.pop_front() {
+            state.bytes -= front.bytes();
+        }
+    }
+
+    /// Frees the oldest segments that no reader holds, whatever the replay window
+    /// and the bounded window say: what a memory budget asks for when it runs out.
+    /// A reader holds the segment its cursor is in, and needs every one after it.
+    pub(crate) fn reclaim(&self) {
+        let mut state = lock(&self.state);
+        let head = self.head();
+        while let Some(front) = state.segments.front() {
+            if front.end() > head || Arc::strong_count(front) > 1 {
+                break;
+            }
+            self.pop_front(&mut state);
+        }
+        if state.segments.is_empty() {
+            // The log always holds the head's segment: it tells readers behind it that
+            // what they ask for is gone, and appends go on there.
+            let head_segment = Segment::new(head, self.budget.get());
+            state.segments.push_back(head_segment);
         }
     }
 
@@ -221,7 +283,7 @@ impl BroadcastLog {
         }
         Ok(Cursor {
             next: seq,
-            segment: Self::segment_at(&mut state.segments, seq),
+            segment: Self::segment_at(&mut state.segments, seq, self.budget.get()),
         })
     }
 
@@ -233,7 +295,7 @@ impl BroadcastLog {
         let next = seq.clamp(self.oldest_in(&state.segments, head), head);
         Cursor {
             next,
-            segment: Self::segment_at(&mut state.segments, next),
+            segment: Self::segment_at(&mut state.segments, next, self.budget.get()),
         }
     }
 
@@ -243,7 +305,7 @@ impl BroadcastLog {
         let next = self.head();
         Cursor {
             next,
-            segment: Self::segment_at(&mut state.segments, next),
+            segment: Self::segment_at(&mut state.segments, next, self.budget.get()),
         }
     }
 
@@ -265,10 +327,10 @@ impl BroadcastLog {
             .is_some_and(|s| s.contains(cursor.next));
         if !holds {
             let mut state = lock(&self.state);
-            match Self::segment_at(&mut state.segments, cursor.next) {
+            match Self::segment_at(&mut state.segments, cursor.next, self.budget.get()) {
                 Some(segment) => cursor.segment = Some(segment),
                 None => {
-                    let base = state.segments.front().map_or(cursor.next, |s| s.start);
+                    let base = state.segments.front().map_or(self.head(), |s| s.start);
                     return Read::Lagged {
                         missed: base - cursor.next,
                     };
@@ -417,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_log_can_start_at_any_sequence_number() {
-        let log = BroadcastLog::starting_at(1_000_003, None, 0);
+        let log = BroadcastLog::starting_at(1_000_003, None, 0, None);
         let mut reader = log.cursor_at_head();
         assert_eq!(log.append(Message::of_type("a")), 1_000_003);
         assert_eq!(log.append(Message::of_type("b")), 1_000_004);
@@ -434,5 +496,107 @@ mod tests {
         log.append_final(Message::closed());
         let got = read_all(&log, &mut reader);
         assert_eq!(got.len(), 3);
+    }
+
+    fn big(n: u64) -> Message {
+        // About 2 x 10 KB by `retained_bytes`: more than SEGMENT_BYTES.
+        Message::new(
+            "big",
+            serde_json::json!({"n": n, "blob": "x".repeat(10_000)}),
+        )
+    }
+
+    #[test]
+    fn large_broadcasts_sit_in_segments_of_their_own_and_are_freed_one_by_one() {
+        let budget = MemoryBudget::new(u64::MAX);
+        let log = BroadcastLog::new(None, 0);
+        assert!(log.join_budget(&budget));
+        assert!(big(0).retained_bytes() > SEGMENT_BYTES);
+        let mut reader = log.cursor_at_head();
+        for n in 0..200 {
+            log.append(big(n));
+            let got = read_all(&log, &mut reader);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].payload()["n"], n);
+        }
+        // The reader holds the last; nothing older is kept.
+        assert!(segments(&log) <= 2, "{} segments", segments(&log));
+        assert!(budget.retained() <= 2 * big(0).retained_bytes());
+        drop(reader);
+        drop(log);
+        assert_eq!(budget.retained(), 0, "freed segments give their bytes back");
+    }
+
+    #[test]
+    fn a_replay_window_in_bytes_keeps_the_newest_that_fit() {
+        let size = big(0).retained_bytes();
+        let log = BroadcastLog::starting_at(0, None, 1_000, Some(10 * size));
+        for n in 0..100 {
+            log.append(big(n));
+        }
+        let oldest = log.oldest();
+        assert!((89..=91).contains(&oldest), "oldest kept {oldest}");
+        let mut cursor = log.cursor_at(oldest).unwrap();
+        let got = read_all(&log, &mut cursor);
+        assert_eq!(got.last().unwrap().payload()["n"], 99);
+        // Small broadcasts still fill whole segments of 64 and keep the count bound.
+        let small = BroadcastLog::starting_at(0, None, 100, Some(1 << 30));
+        for n in 0..1_000u64 {
+            small.append(Message::new("n", n));
+        }
+        assert!((900 - 2 * SEGMENT_LEN..=900).contains(&small.oldest()));
+    }
+
+    #[test]
+    fn reclaiming_frees_what_no_reader_holds_and_nothing_a_reader_needs() {
+        let budget = MemoryBudget::new(u64::MAX);
+        let log = BroadcastLog::new(None, 1_000);
+        log.join_budget(&budget);
+        for n in 0..10 {
+            log.append(big(n));
+        }
+        let mut reader = log.cursor_at(5).unwrap();
+        for n in 10..20 {
+            log.append(big(n));
+        }
+        let before = budget.retained();
+        log.reclaim();
+        assert!(budget.retained() < before);
+        assert_eq!(
+            log.oldest(),
+            5,
+            "the reader's segment and all after it stay"
+        );
+        let got = read_all(&log, &mut reader);
+        let ns: Vec<_> = got.iter().map(|m| m.payload()["n"].as_u64()).collect();
+        assert_eq!(ns, (5..20).map(Some).collect::<Vec<_>>());
+        drop(reader);
+        log.reclaim();
+        assert_eq!(log.oldest(), 20, "with no reader, nothing is needed");
+        assert_eq!(budget.retained(), 0);
+        let mut late = log
+            .cursor_at(19)
+            .err()
+            .map(|oldest| log.cursor_at(oldest).unwrap());
+        assert!(matches!(log.peek(late.as_mut().unwrap()), Read::Empty));
+        log.append(big(20));
+        assert_eq!(read_all(&log, late.as_mut().unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn a_reader_behind_everything_reclaimed_learns_what_it_missed() {
+        let log = BroadcastLog::new(Some(1_000), 0);
+        log.join_budget(&MemoryBudget::new(u64::MAX));
+        let mut reader = log.cursor_at_head();
+        for n in 0..5 {
+            log.append(big(n));
+        }
+        // A reader whose segment was let go (as a cursor moved elsewhere would).
+        reader.segment = None;
+        log.reclaim();
+        match log.peek(&mut reader) {
+            Read::Lagged { missed } => assert_eq!(missed, 5),
+            _ => panic!("the reader must learn it missed 5"),
+        }
     }
 }

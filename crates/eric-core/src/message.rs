@@ -146,6 +146,21 @@ impl Message {
         })
     }
 
+    /// An estimate of the memory the message holds, in bytes, for a
+    /// [`MemoryBudget`](crate::MemoryBudget): twice its payload's JSON text (the parsed
+    /// value and the cached text, which an SSE delivery makes), its type and ids, and
+    /// the allocation itself. Serializes the payload once if nothing has yet.
+    pub fn retained_bytes(&self) -> u64 {
+        let inner = &*self.inner;
+        let text = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        (std::mem::size_of::<Inner>()
+            + 2 * std::mem::size_of::<usize>()
+            + inner.message_type.len()
+            + text(&inner.sender_id)
+            + text(&inner.id)
+            + 2 * self.payload_json().len()) as u64
+    }
+
     /// The sender's id, for signed and unique messages.
     pub fn sender_id(&self) -> Option<&str> {
         self.inner.sender_id.as_deref()
