@@ -62,6 +62,18 @@ impl EricServe {
         (false, started.elapsed())
     }
 
+    /// Its resident memory now, in bytes (`VmRSS`).
+    pub(crate) fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status is readable");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS is in /proc/<pid>/status");
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     /// Kills it (SIGKILL) and reaps it.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

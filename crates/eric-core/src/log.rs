@@ -213,7 +213,8 @@ impl BroadcastLog {
     /// Frees whole segments no reader needs. A bounded log keeps its whole window (a
     /// reader that lagged skips into it); an unbounded one keeps what some reader still
     /// holds (every reader holds the segment its cursor is in); both keep the last
-    /// `retain` broadcasts for readers that resume, in at most `retain_bytes`.
+    /// `retain` broadcasts for readers that resume. Past `retain_bytes`, neither keeps
+    /// what no reader holds.
     fn trim(&self, state: &mut LogState, head: u64) {
         let window = self.window();
         while state.segments.len() > 1 {
@@ -221,11 +222,14 @@ impl BroadcastLog {
                 break;
             };
             let end = front.end();
+            let held = Arc::strong_count(front) > 1;
             let over_bytes = self.retain_bytes.is_some_and(|limit| state.bytes > limit);
             let for_replay = end > head.saturating_sub(self.retain) && !over_bytes;
-            let for_window = window.is_some_and(|w| end > head.saturating_sub(w));
-            let for_reader = window.is_none() && Arc::strong_count(front) > 1;
-            if end > head || for_replay || for_window || for_reader {
+            let for_readers = match window {
+                None => held,
+                Some(window) => end > head.saturating_sub(window) && (held || !over_bytes),
+            };
+            if end > head || for_replay || for_readers {
                 break;
             }
             self.pop_front(state);
@@ -545,6 +549,25 @@ mod tests {
             small.append(Message::new("n", n));
         }
         assert!((900 - 2 * SEGMENT_LEN..=900).contains(&small.oldest()));
+    }
+
+    #[test]
+    fn a_bounded_log_keeps_no_more_of_its_window_than_the_bytes_allow_unless_read() {
+        let size = big(0).retained_bytes();
+        let log = BroadcastLog::starting_at(0, Some(1_000), 1_000, Some(10 * size));
+        let mut reader = log.cursor_at_head();
+        for n in 0..50 {
+            log.append(big(n));
+        }
+        assert_eq!(
+            log.oldest(),
+            0,
+            "the reader holds its segment and what follows"
+        );
+        assert_eq!(read_all(&log, &mut reader).len(), 50);
+        log.append(big(50));
+        let oldest = log.oldest();
+        assert!((40..=42).contains(&oldest), "oldest kept {oldest}");
     }
 
     #[test]

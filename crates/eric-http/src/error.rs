@@ -55,6 +55,10 @@ pub enum Error {
     /// it is configured to.
     #[error("{0}")]
     LimitReached(String),
+    /// 503: the server's memory budget for messages is spent by what listeners have not
+    /// read yet (`--max-retained-bytes`); the publish can be retried.
+    #[error("{0}")]
+    MemoryBudget(String),
     /// 503: a listener's queue is full (bounded channels).
     #[error("{0}")]
     Full(String),
@@ -98,6 +102,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Full(_)
+            | Error::MemoryBudget(_)
             | Error::Unavailable(_)
             | Error::LimitReached(_)
             | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +124,7 @@ impl Error {
             Error::Forbidden(_) => "Forbidden",
             Error::Timeout(_) => "RequestTimeout",
             Error::Full(_) => "QueueFull",
+            Error::MemoryBudget(_) => "MemoryBudgetExceeded",
             Error::Unavailable(_) => "RepositoryError",
             Error::LimitReached(_) => "LimitReached",
             Error::ShuttingDown => "ShuttingDown",
@@ -140,6 +146,7 @@ impl From<eric_core::Error> for Error {
                 Error::Conflict(err.to_string())
             }
             E::InvalidId { .. } => Error::bad_request(err.to_string()),
+            E::MemoryBudgetExceeded { .. } => Error::MemoryBudget(err.to_string()),
             E::QueueFull { .. } | E::BroadcastRejected { .. } | E::ListenerDisconnected { .. } => {
                 Error::Full(err.to_string())
             }

@@ -48,6 +48,7 @@ mod auth;
 pub mod client;
 mod error;
 mod events;
+mod memory;
 mod metrics;
 mod multi;
 mod routes;
@@ -73,7 +74,7 @@ pub use auth::ChannelPattern;
 pub use auth::{JwtConfig, JwtKey, TokenClaims};
 pub use error::{Error, Result};
 pub use multi::{MAX_POSITION_BYTES, MultiEventId};
-pub use state::{DEFAULT_CAPACITY, HttpConfig};
+pub use state::{DEFAULT_CAPACITY, DEFAULT_REPLAY_BYTES, HttpConfig};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 

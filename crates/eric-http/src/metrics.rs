@@ -27,6 +27,8 @@ pub(crate) struct Metrics {
     /// Refusals being answered now (not exported: it bounds the refusals at once).
     pub(crate) refusing: Gauge,
     pub(crate) open_streams: Gauge,
+    /// Broadcasts refused for going over the memory budget.
+    pub(crate) refused_publishes: Counter,
     pub(crate) delivered: Counter,
     /// From a publish's acceptance to its event being written to a stream.
     pub(crate) delivery_latency: Histogram,
@@ -77,6 +79,12 @@ impl Metrics {
             "SSE responses being streamed now",
             open_streams.clone(),
         );
+        let refused_publishes = Counter::default();
+        registry.register(
+            "eric_publishes_refused_memory",
+            "Broadcasts refused with 503 for going over --max-retained-bytes",
+            refused_publishes.clone(),
+        );
         let delivered = Counter::default();
         registry.register(
             "eric_delivered",
@@ -103,6 +111,7 @@ impl Metrics {
             refused_connections,
             refusing: Gauge::default(),
             open_streams,
+            refused_publishes,
             delivered,
             delivery_latency,
             retired,
@@ -158,8 +167,20 @@ impl Collector for ChannelCounts {
                 disconnected += stats.disconnected;
             }
         }
+        let budget = local.memory_budget();
         let gauges = [
             ("eric_channels", "Channels", ids.len() as u64),
+            (
+                "eric_retained_bytes",
+                "Bytes held by broadcasts for listeners and replay (estimated), \
+                 against --max-retained-bytes",
+                budget.map_or(0, |b| b.retained()),
+            ),
+            (
+                "eric_retained_bytes_limit",
+                "The memory budget of broadcasts, --max-retained-bytes (0: none)",
+                budget.map_or(0, |b| b.limit()),
+            ),
             (
                 "eric_listeners",
                 "Listeners registered in all channels",

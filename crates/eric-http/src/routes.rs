@@ -125,7 +125,16 @@ pub(crate) async fn broadcast(
     access.check(Role::Publish, channel)?;
     let publish = json_body(body)?;
     let message = Message::new(publish.message_type, publish.payload).accepted_now();
-    let published = state.channels.broadcast(channel, message).await?;
+    let published = state
+        .channels
+        .broadcast(channel, message)
+        .await
+        .map_err(Error::from)
+        .inspect_err(|err| {
+            if matches!(err, Error::MemoryBudget(_)) {
+                state.metrics.refused_publishes.inc();
+            }
+        })?;
     // In a cluster, listeners are counted by each process for itself: null.
     Ok(Json(
         json!({"id": published.event_id, "listeners": published.listeners}),

@@ -11,6 +11,9 @@ use eric_persistence::{ChannelSettings, SharedChannels};
 /// resuming clients can replay too).
 pub const DEFAULT_CAPACITY: usize = eric_prefabs::DEFAULT_REPLAY;
 
+/// The default bound, in bytes, on what each channel keeps for resuming clients.
+pub const DEFAULT_REPLAY_BYTES: u64 = 16 << 20;
+
 /// How an [`HttpServer`](crate::HttpServer) behaves.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -26,6 +29,15 @@ pub struct HttpConfig {
     /// Broadcasts each channel keeps for clients resuming with `Last-Event-ID`
     /// (default 1024).
     pub replay: usize,
+    /// Of those, the most bytes each channel keeps (default 16 MiB; `None`: no bound in
+    /// bytes): large messages shorten the window instead of growing the memory.
+    pub replay_bytes: Option<u64>,
+    /// The memory all channels' broadcasts may hold, in bytes (default: a quarter of the
+    /// machine's memory, or of the cgroup's limit; `None`: no bound). At the budget,
+    /// what only replay windows keep is released first; beyond it, publishes are
+    /// refused with 503 `MemoryBudgetExceeded` until listeners have read what they
+    /// hold. See [`eric_core::MemoryBudget`].
+    pub max_retained_bytes: Option<u64>,
     /// The largest request body, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
     /// Required as `Authorization: Bearer <token>` to create, publish and remove
@@ -86,6 +98,8 @@ impl Default for HttpConfig {
             keep_alive: Some(Duration::from_secs(15)),
             retry: Duration::from_secs(3),
             replay: eric_prefabs::DEFAULT_REPLAY,
+            replay_bytes: Some(DEFAULT_REPLAY_BYTES),
+            max_retained_bytes: Some(crate::memory::default_budget()),
             max_body_bytes: 1 << 20,
             publish_token: None,
             subscribe_token: None,
@@ -131,6 +145,18 @@ impl HttpConfig {
     /// Sets how many broadcasts each channel keeps for resuming clients.
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = broadcasts;
+        self
+    }
+
+    /// Sets the most bytes each channel keeps for resuming clients (`None`: no bound).
+    pub fn replay_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.replay_bytes = bytes;
+        self
+    }
+
+    /// Sets the memory budget of all channels' broadcasts (`None`: no bound).
+    pub fn max_retained_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.max_retained_bytes = bytes;
         self
     }
 
@@ -266,6 +292,13 @@ pub(crate) struct AppState {
 impl AppState {
     /// A server's state over `channels`.
     pub(crate) fn new(config: HttpConfig, channels: SharedChannels) -> Self {
+        if let Some(limit) = config.max_retained_bytes {
+            // Every channel the backend holds, loaded or to come; a budget the
+            // backend's owner set already stays.
+            channels
+                .local()
+                .limit_memory(eric_core::MemoryBudget::new(limit));
+        }
         let metrics = std::sync::Arc::new(Metrics::new(SharedChannels::clone(&channels)));
         AppState {
             auth: crate::auth::Auth::new(&config),
@@ -295,6 +328,9 @@ impl AppState {
     pub(crate) fn channel_settings(&self, id: Option<String>) -> ChannelSettings {
         let config = &self.config;
         let mut settings = ChannelSettings::default().replay(config.replay);
+        if let Some(bytes) = config.replay_bytes {
+            settings = settings.replay_bytes(bytes);
+        }
         if let Some(capacity) = config.capacity {
             settings = settings.capacity(capacity, config.overflow);
         }

@@ -160,6 +160,10 @@ pub struct ChannelSettings {
     pub retry_ms: Option<u64>,
     /// Broadcasts kept for resuming clients (default 1024).
     pub replay: Option<usize>,
+    /// Bytes kept for resuming clients at most (default: no bound in bytes; see
+    /// [`eric_core::ChannelBuilder::replay_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_bytes: Option<u64>,
     /// What each listener may have unread, if bounded.
     pub capacity: Option<usize>,
     /// What happens to a listener over `capacity` (default
@@ -188,6 +192,12 @@ impl ChannelSettings {
     /// Sets how many broadcasts are kept for resuming clients.
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = Some(broadcasts);
+        self
+    }
+
+    /// Bounds the replay window by size as well.
+    pub fn replay_bytes(mut self, bytes: u64) -> Self {
+        self.replay_bytes = Some(bytes);
         self
     }
 
@@ -222,6 +232,9 @@ impl ChannelSettings {
         if let Some(id) = &self.id {
             builder = builder.id(id.clone());
         }
+        if let Some(bytes) = self.replay_bytes {
+            builder = builder.replay_bytes(bytes);
+        }
         if let Some(capacity) = self.capacity {
             builder = builder.capacity(capacity, self.overflow_or_default());
         }
@@ -235,6 +248,7 @@ impl ChannelSettings {
             id: Some(channel.id().to_owned()),
             retry_ms: Some(channel.adapter().retry_ms()),
             replay: Some(channel.channel().replay()),
+            replay_bytes: channel.channel().replay_bytes(),
             capacity: config.capacity(),
             overflow: config.capacity().map(|_| config.overflow()),
         }

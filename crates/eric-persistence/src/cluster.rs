@@ -303,6 +303,10 @@ impl SseChannels for RedisCluster {
     /// Acknowledged once Redis holds it.
     async fn broadcast(&self, id: &str, message: Message) -> Result<Published> {
         check(&message)?;
+        // This process's budget admits what it publishes; every copy then takes it.
+        if let Some(budget) = self.local().memory_budget() {
+            budget.admit(message.retained_bytes())?;
+        }
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
         let reply: redis::Value = scripts::PUBLISH
             .key(&meta)

@@ -23,6 +23,9 @@ pub struct ChannelRecord {
     pub retry_ms: u64,
     /// Broadcasts kept for resuming clients.
     pub replay: usize,
+    /// Bytes kept for resuming clients at most, if bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_bytes: Option<u64>,
     /// Per-listener bound, if any.
     pub capacity: Option<usize>,
     /// Overflow policy (stored as `reject`, `drop_oldest` or `disconnect`).
@@ -36,9 +39,10 @@ pub struct ChannelRecord {
 impl ChannelRecord {
     /// The settings it was created with.
     pub fn settings(&self) -> crate::ChannelSettings {
-        let settings = crate::ChannelSettings::with_id(self.id.clone())
+        let mut settings = crate::ChannelSettings::with_id(self.id.clone())
             .retry_ms(self.retry_ms)
             .replay(self.replay);
+        settings.replay_bytes = self.replay_bytes;
         match self.capacity {
             Some(capacity) => settings.capacity(capacity, self.overflow),
             None => settings,

@@ -76,6 +76,7 @@ impl SseChannelRepository {
             epoch: sse.adapter().epoch().to_owned(),
             retry_ms: sse.adapter().retry_ms(),
             replay: settings.replay_or_default(),
+            replay_bytes: settings.replay_bytes,
             capacity: settings.capacity,
             overflow: settings.overflow_or_default(),
             next_seq: 0,

@@ -133,6 +133,7 @@ pub struct SseChannelBuilder {
     id: Option<String>,
     retry_ms: u64,
     replay: usize,
+    replay_bytes: Option<u64>,
     epoch: Option<String>,
     capacity: Option<(usize, OverflowPolicy)>,
     first_seq: u64,
@@ -145,6 +146,7 @@ impl Default for SseChannelBuilder {
             id: None,
             retry_ms: DEFAULT_RETRY_MS,
             replay: DEFAULT_REPLAY,
+            replay_bytes: None,
             epoch: None,
             capacity: None,
             first_seq: 0,
@@ -170,6 +172,13 @@ impl SseChannelBuilder {
     /// [`DEFAULT_REPLAY`]; rounded up to whole segments of 64).
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = broadcasts;
+        self
+    }
+
+    /// Bounds the replay window by size as well (see
+    /// [`eric_core::ChannelBuilder::replay_bytes`]). Default: no bound in bytes.
+    pub fn replay_bytes(mut self, bytes: u64) -> Self {
+        self.replay_bytes = Some(bytes);
         self
     }
 
@@ -219,6 +228,9 @@ impl SseChannelBuilder {
             .first_seq(self.first_seq);
         if let Some(id) = self.id {
             builder = builder.id(id);
+        }
+        if let Some(bytes) = self.replay_bytes {
+            builder = builder.replay_bytes(bytes);
         }
         if let Some((capacity, overflow)) = self.capacity {
             builder = builder.capacity(capacity, overflow);

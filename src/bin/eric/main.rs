@@ -150,6 +150,14 @@ enum Command {
         /// Broadcasts each channel keeps for clients resuming with Last-Event-ID.
         #[arg(long, default_value_t = 1024, env = "ERIC_REPLAY")]
         replay: usize,
+        /// Of those, the most bytes each channel keeps (0: no bound in bytes).
+        #[arg(long, default_value_t = eric::http::DEFAULT_REPLAY_BYTES, env = "ERIC_REPLAY_BYTES")]
+        replay_bytes: u64,
+        /// The memory all channels' messages may hold, in bytes (default: a quarter of
+        /// the machine's or the cgroup's memory; 0: no bound). Replay windows give way
+        /// first; beyond it, publishes get 503 MemoryBudgetExceeded.
+        #[arg(long, env = "ERIC_MAX_RETAINED_BYTES")]
+        max_retained_bytes: Option<u64>,
         /// The largest request body, in bytes.
         #[arg(long, default_value_t = 1 << 20, env = "ERIC_MAX_BODY_BYTES")]
         max_body_bytes: usize,
@@ -295,6 +303,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             keep_alive,
             retry,
             replay,
+            replay_bytes,
+            max_retained_bytes,
             max_body_bytes,
             header_timeout,
             request_timeout,
@@ -315,6 +325,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .keep_alive((keep_alive > 0).then(|| Duration::from_secs(keep_alive)))
                 .retry(Duration::from_millis(retry))
                 .replay(replay)
+                .replay_bytes((replay_bytes > 0).then_some(replay_bytes))
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
@@ -324,6 +335,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .capacity(capacity, overflow.policy())
                 .max_channels_per_stream(max_channels_per_stream)
                 .cors_origins(cors_origin);
+            let config = match max_retained_bytes {
+                Some(0) => config.max_retained_bytes(None),
+                Some(bytes) => config.max_retained_bytes(Some(bytes)),
+                None => config,
+            };
             let config = (*tokens).apply(config)?;
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(eric::http::TlsConfig::from_pem_files(cert, key)?),

@@ -73,7 +73,8 @@ pub(super) fn apply(
         // Not an entry eric writes (a newer eric's?): nothing to apply here.
         _ if n != 0 => Applied::Done,
         seq if seq < next => Applied::Done, // read already
-        seq if seq == next => match channel.broadcast(message(message_type, entry)) {
+        // Accepted by the process that published it: never refused by this one's budget.
+        seq if seq == next => match channel.channel().replicate(message(message_type, entry)) {
             Ok(_) => Applied::Done,
             Err(_) => Applied::Closed,
         },

@@ -170,7 +170,7 @@ fn plan_batch(
     for request in run {
         let (key, record) = match &request.op {
             Op::Broadcast(msg) => {
-                if let Err(err) = check(inner, msg) {
+                if let Err(err) = check(inner, msg).and_then(|()| admit(inner, msg)) {
                     let _ = request.done.send(Err(err));
                     continue;
                 }
@@ -251,7 +251,13 @@ async fn apply_batch(
             let mut planned = planned.into_iter();
             while let Some(p) = planned.next() {
                 let applied = match &p.request.op {
-                    Op::Broadcast(msg) => inner.sse.broadcast(msg.clone()).map(Done::Broadcast),
+                    // Stored, so accepted: the memory budget admitted it above.
+                    Op::Broadcast(msg) => inner
+                        .sse
+                        .channel()
+                        .replicate(msg.clone())
+                        .map(Done::Broadcast)
+                        .map_err(Into::into),
                     Op::Dispatch(listener, msg) => {
                         inner.sse.dispatch(listener, msg.clone()).map(|()| {
                             if let Some(progress) = inner
@@ -307,6 +313,14 @@ fn check(inner: &Inner, msg: &Message) -> Result<()> {
         .into());
     }
     Ok(eric_prefabs::check_message(msg)?)
+}
+
+/// Room for `msg` in the channel's memory budget, if it has one, before it is stored.
+fn admit(inner: &Inner, msg: &Message) -> Result<()> {
+    match inner.sse.channel().memory_budget() {
+        Some(budget) => Ok(budget.admit(msg.retained_bytes())?),
+        None => Ok(()),
+    }
 }
 
 async fn add_listener(inner: &Inner, id: Option<String>) -> Result<Done> {
