@@ -167,15 +167,21 @@ impl Error {
     }
 }
 
-/// Checks an id given by a user: non-empty, at most 1 KiB, no control characters.
+/// Checks a channel's or a listener's id as every builder does: not empty, at most
+/// 1,024 characters, no control character; [`Error::InvalidId`] otherwise.
 ///
 /// Ids travel in URLs, Redis keys and SSE fields, so control characters (line breaks
 /// above all) are refused here rather than in every backend.
-pub(crate) fn validate_id(id: &str) -> Result<()> {
+///
+/// ```
+/// assert!(eric_core::validate_id("news").is_ok());
+/// assert!(eric_core::validate_id("a\nb").is_err());
+/// ```
+pub fn validate_id(id: &str) -> Result<()> {
     let reason = if id.is_empty() {
         "ids must not be empty"
-    } else if id.len() > 1024 {
-        "ids must be at most 1024 bytes"
+    } else if id.len() > 1024 && id.chars().count() > 1024 {
+        "ids must be at most 1024 characters"
     } else if id.chars().any(char::is_control) {
         "ids must not contain control characters"
     } else {

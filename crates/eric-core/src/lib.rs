@@ -68,7 +68,7 @@ pub use budget::MemoryBudget;
 pub use channel::{BroadcastReport, Channel, ChannelBuilder, ChannelStats};
 pub use connection::{Connection, ConnectionsFactory, InMemoryConnectionsFactory};
 pub use container::ChannelContainer;
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, validate_id};
 pub use in_memory_queue::InMemoryQueue;
 pub use listener::{Listener, ListenerState, MessageQueueListener};
 pub use message::{

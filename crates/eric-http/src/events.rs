@@ -28,6 +28,8 @@ pub(crate) struct SseBody {
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
     metrics: Arc<Metrics>,
+    /// When the stream ends by itself (`HttpConfig::max_stream_duration`).
+    lifetime: Option<Pin<Box<Sleep>>>,
     /// Written before the first event (an `id:` line alone, which sets a browser's last
     /// event id without an event).
     preamble: Option<Bytes>,
@@ -49,6 +51,7 @@ impl SseBody {
             expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
             metrics,
+            lifetime: None,
             preamble: None,
             done: false,
         }
@@ -56,6 +59,13 @@ impl SseBody {
 }
 
 impl SseBody {
+    /// Ends the stream after `duration`, with no event: the client reconnects with its
+    /// last event id, as after a restart.
+    pub(crate) fn lifetime(mut self, duration: Option<Duration>) -> Self {
+        self.lifetime = duration.map(|d| Box::pin(tokio::time::sleep(d)));
+        self
+    }
+
     /// Writes `bytes` first.
     pub(crate) fn preamble(mut self, bytes: impl Into<Bytes>) -> Self {
         self.preamble = Some(bytes.into());
@@ -73,6 +83,12 @@ impl Stream for SseBody {
         }
         if let Some(preamble) = this.preamble.take() {
             return Poll::Ready(Some(Ok(preamble)));
+        }
+        if let Some(lifetime) = &mut this.lifetime
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            this.done = true;
+            return Poll::Ready(None);
         }
         if let Some((exp, expiry)) = &mut this.expiry
             && expiry.as_mut().poll(cx).is_ready()

@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod api;
 mod auth;
 #[cfg(feature = "client")]
 pub mod client;
@@ -64,10 +65,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use eric_persistence::{MemoryChannels, SharedChannels};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::ChannelPattern;
 #[cfg(feature = "jwt")]
@@ -212,27 +216,32 @@ fn router(state: Arc<AppState>) -> Router {
     // Each route checks what it needs of the request's token (`auth::Access`).
     // Everything that changes state or opens a stream passes the gate, which shutting
     // down closes once what is in flight has finished.
-    let gated = Router::new()
-        .route("/create", put(routes::create))
-        .route("/broadcast", post(routes::broadcast))
-        .route("/dispatch", post(routes::dispatch))
-        .route(
-            "/listener/{channel}/{listener}",
-            delete(routes::remove_listener),
-        )
-        .route("/channel/{channel}", delete(routes::remove_channel))
-        .route("/subscribe", post(routes::subscribe))
-        .route("/stream/{channel}/{listener}", get(routes::stream))
-        .route("/channels/{channel}/events", get(routes::events))
-        .route("/events", get(routes::multi_events))
-        .route("/channels", get(routes::channels))
+    // The routes and their OpenAPI document come from the same annotated handlers.
+    let gated = OpenApiRouter::new()
+        .routes(routes!(routes::create))
+        .routes(routes!(routes::broadcast))
+        .routes(routes!(routes::dispatch))
+        .routes(routes!(routes::remove_listener))
+        .routes(routes!(routes::remove_channel))
+        .routes(routes!(routes::subscribe))
+        .routes(routes!(routes::stream))
+        .routes(routes!(routes::events))
+        .routes(routes!(routes::multi_events))
+        .routes(routes!(routes::channels))
         .layer(axum::middleware::from_fn(move |request, next| {
             routes::through_gate(Arc::clone(&gate), request, next)
         }));
-    let mut app = Router::new()
+    let (app, document) = OpenApiRouter::with_openapi(api::ApiDoc::openapi())
         .merge(gated)
-        .route("/healthz", get(routes::healthz))
-        .route("/metrics", get(routes::metrics))
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::metrics))
+        .split_for_parts();
+    let document: Arc<str> = document.to_json().unwrap_or_default().into();
+    let mut app = app
+        .route(
+            "/openapi.json",
+            get(move || std::future::ready(routes::openapi(Arc::clone(&document)))),
+        )
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     let request_timeout = config.request_timeout;
     app = app.layer(axum::middleware::from_fn(move |request, next| {

@@ -29,12 +29,27 @@ pub(crate) struct ChannelQuery {
     last_event_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A message to publish.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Publish {
+    /// Its type: the SSE event's name (no line break; not one of eric's own types).
     #[serde(rename = "type")]
+    #[schema(
+        pattern = r"^(?!\u0000)(?!(?:_eric_channel_closed|_eric_reset|_eric_token_expired|_eric_error)(?![\s\S]))[^\r\n]*(?![\s\S])"
+    )]
     message_type: String,
+    /// Its payload, any JSON (default `null`): the SSE event's data.
     #[serde(default)]
+    #[schema(schema_with = crate::api::any_json)]
     payload: Value,
+}
+
+/// `PUT /create`'s body, which may also be empty.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only described: the body is read by `channel_id_in`.
+pub(crate) struct CreateBody {
+    /// The id to give the channel (the query's `channel_id` wins; default: a UUID).
+    channel_id: Option<crate::api::Id>,
 }
 
 fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
@@ -53,16 +68,27 @@ fn channel_id(id: Option<&str>) -> Result<&str> {
 /// fresh one. 201 `{"channel_id"}`; 409 if the id is taken.
 /// With signed tokens, the token must let its bearer publish to the id (a fresh one
 /// is a UUID, which only a pattern such as `*` matches).
+#[utoipa::path(
+    put,
+    path = "/create",
+    params(("channel_id" = Option<crate::api::Id>, Query, description = "The id to give it")),
+    request_body(content = Option<CreateBody>, description = "Or the id in the body; may be empty"),
+    responses(
+        (status = 201, description = "Created", body = crate::api::Created),
+        (status = 409, description = "The id is taken", body = crate::api::ErrorReply),
+        crate::api::BadBody,
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn create(
     State(state): Shared,
     access: Access,
     Query(query): Query<ChannelQuery>,
     body: Bytes,
 ) -> Result<impl IntoResponse> {
-    let mut id = match query.channel_id {
-        Some(id) => Some(id),
-        None => channel_id_in(&body)?,
-    };
+    // The body is checked even when the query names the id, which wins.
+    let in_body = channel_id_in(&body)?;
+    let mut id = query.channel_id.or(in_body);
     if access.role(Role::Publish)?.by_claims {
         let named = id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         access.check(Role::Publish, named)?;
@@ -78,17 +104,24 @@ pub(crate) async fn create(
 }
 
 /// The `channel_id` a `PUT /create` body names. An empty body names none, whatever its
-/// content type (a client library may send `application/json` on every request); any
-/// other body must be a JSON object, whose `channel_id`, if present, is a string.
+/// content type (a client library may send `application/json` on every request), and so
+/// does `null`; any other body must be a JSON object, whose `channel_id`, if present, is
+/// a string.
 fn channel_id_in(body: &[u8]) -> Result<Option<String>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     let body: Value = serde_json::from_slice(body)
         .map_err(|err| Error::bad_request(format!("the body is not JSON: {err}")))?;
+    if !(body.is_object() || body.is_null()) {
+        return Err(Error::bad_request("the body must be a JSON object"));
+    }
     match body.get("channel_id") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) => Ok(Some(id.clone())),
+        Some(Value::String(id)) => {
+            eric_core::validate_id(id)?;
+            Ok(Some(id.clone()))
+        }
         Some(_) => Err(Error::bad_request("channel_id must be a string")),
     }
 }
@@ -96,6 +129,17 @@ fn channel_id_in(body: &[u8]) -> Result<Option<String>> {
 /// `POST /subscribe?channel_id=`: a listener. `{"listener_id"}`.
 /// Made with a signed token that has a `sub`, the listener is that `sub`'s: its id
 /// ends with a tag of it, and only a token with the same `sub` streams or removes it.
+#[utoipa::path(
+    post,
+    path = "/subscribe",
+    params(("channel_id" = crate::api::Id, Query, description = "The channel")),
+    responses(
+        (status = 200, description = "A listener", body = crate::api::Subscribed),
+        (status = 400, description = "No channel named", body = crate::api::ErrorReply),
+        (status = 404, description = "No such channel", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn subscribe(
     State(state): Shared,
     access: Access,
@@ -115,6 +159,18 @@ pub(crate) async fn subscribe(
 }
 
 /// `POST /broadcast?channel_id=` with `{"type", "payload"}`.
+#[utoipa::path(
+    post,
+    path = "/broadcast",
+    params(("channel_id" = crate::api::Id, Query, description = "The channel")),
+    request_body = Publish,
+    responses(
+        (status = 200, description = "Broadcast", body = crate::api::Broadcast),
+        (status = 404, description = "No such channel", body = crate::api::ErrorReply),
+        crate::api::BadBody,
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn broadcast(
     State(state): Shared,
     access: Access,
@@ -143,6 +199,18 @@ pub(crate) async fn broadcast(
 
 /// `POST /dispatch?channel_id=&listener_id=` with `{"type", "payload"}`.
 /// Dispatching is publishing: the token must let its bearer publish to the channel.
+#[utoipa::path(
+    post,
+    path = "/dispatch",
+    params(("channel_id" = crate::api::Id, Query, description = "The channel"), ("listener_id" = crate::api::Id, Query, description = "The listener")),
+    request_body = Publish,
+    responses(
+        (status = 200, description = "Queued for the listener", body = crate::api::Dispatched),
+        (status = 404, description = "No such channel or listener", body = crate::api::ErrorReply),
+        crate::api::BadBody,
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn dispatch(
     State(state): Shared,
     access: Access,
@@ -194,6 +262,20 @@ fn sse_body_response(body: SseBody) -> Response {
 
 /// `GET /stream/{channel}/{listener}`: the listener's events, resumed after
 /// `Last-Event-ID` (header or `?last_event_id=`).
+#[utoipa::path(
+    get,
+    path = "/stream/{channel}/{listener}",
+    params(
+        ("channel" = crate::api::Id, Path, description = "The channel"),
+        ("listener" = crate::api::Id, Path, description = "The listener"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (the Last-Event-ID header wins)"),
+    ),
+    responses(
+        (status = 200, description = "The listener's events, without end", content_type = "text/event-stream", body = crate::api::SseEvent),
+        (status = 404, description = "No such channel or listener", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn stream(
     State(state): Shared,
     access: Access,
@@ -213,6 +295,19 @@ pub(crate) async fn stream(
 
 /// `GET /channels/{channel}/events`: subscribe and stream in one request, what a
 /// browser's `EventSource` wants; the listener goes when the connection does.
+#[utoipa::path(
+    get,
+    path = "/channels/{channel}/events",
+    params(
+        ("channel" = crate::api::Id, Path, description = "The channel"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (the Last-Event-ID header wins)"),
+    ),
+    responses(
+        (status = 200, description = "The channel's events, without end", content_type = "text/event-stream", body = crate::api::SseEvent),
+        (status = 404, description = "No such channel", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn events(
     State(state): Shared,
     access: Access,
@@ -234,6 +329,20 @@ pub(crate) async fn events(
 /// event in a `{"channel", "data"}` envelope, under ids that hold each channel's
 /// position ([`MultiEventId`](crate::MultiEventId)). Every channel must exist and be
 /// one the token may subscribe to; at most `max_channels_per_stream` (400 beyond).
+#[utoipa::path(
+    get,
+    path = "/events",
+    params(
+        ("channel" = Vec<crate::api::Id>, Query, description = "A channel to follow (repeat for each)"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (the Last-Event-ID header wins)"),
+    ),
+    responses(
+        (status = 200, description = "The channels' events in {\"channel\", \"data\"} envelopes, without end", content_type = "text/event-stream", body = crate::api::SseEvent),
+        (status = 400, description = "No channel named, or too many", body = crate::api::ErrorReply),
+        (status = 404, description = "No such channel", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn multi_events(
     State(state): Shared,
     access: Access,
@@ -322,6 +431,19 @@ async fn position_now(state: &AppState, channel: &str) -> Result<Option<String>>
 /// `DELETE /listener/{channel}/{listener}`: its stream ends. 204. A token that may
 /// publish to the channel removes any of its listeners; one that may subscribe to it,
 /// those it may stream.
+#[utoipa::path(
+    delete,
+    path = "/listener/{channel}/{listener}",
+    params(
+        ("channel" = crate::api::Id, Path, description = "The channel"),
+        ("listener" = crate::api::Id, Path, description = "The listener"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such channel or listener", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn remove_listener(
     State(state): Shared,
     access: Access,
@@ -339,6 +461,16 @@ pub(crate) async fn remove_listener(
 }
 
 /// `DELETE /channel/{channel}`: its streams get the closed event and end. 204.
+#[utoipa::path(
+    delete,
+    path = "/channel/{channel}",
+    params(("channel" = crate::api::Id, Path, description = "The channel")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such channel", body = crate::api::ErrorReply),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn remove_channel(
     State(state): Shared,
     access: Access,
@@ -355,6 +487,14 @@ pub(crate) async fn remove_channel(
 }
 
 /// `GET /channels`: the ids (with a signed token, those it may subscribe to).
+#[utoipa::path(
+    get,
+    path = "/channels",
+    responses(
+        (status = 200, description = "The channels' ids", body = Vec<String>),
+        crate::api::Guarded,
+    )
+)]
 pub(crate) async fn channels(State(state): Shared, access: Access) -> Result<Json<Vec<String>>> {
     access.role(Role::Subscribe)?;
     let mut ids = state.channels.ids().await?;
@@ -364,15 +504,41 @@ pub(crate) async fn channels(State(state): Shared, access: Access) -> Result<Jso
 }
 
 /// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    security(()),
+    responses(
+        (status = 200, description = "Serving", content_type = "text/plain", body = String),
+        (status = 408, description = "Not answered in time", body = crate::api::ErrorReply),
+    )
+)]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text", content_type = "text/plain", body = String),
+        (status = 408, description = "Not answered in time", body = crate::api::ErrorReply),
+    )
+)]
 pub(crate) async fn metrics(State(state): Shared) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics_text(),
+    )
+}
+
+/// `GET /openapi.json`: the HTTP API's OpenAPI 3 document.
+pub(crate) fn openapi(document: Arc<str>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
     )
 }
 

@@ -83,6 +83,11 @@ pub struct HttpConfig {
     /// with it everything broadcast since: the bound is what keeps it from holding
     /// memory without end.
     pub capacity: Option<usize>,
+    /// How long a stream lasts at most (default: no limit): it then ends with no event
+    /// and its `EventSource` reconnects with `Last-Event-ID`, losing nothing, as after a
+    /// restart. For proxies that cut long responses, and to spread clients again over
+    /// the processes of a cluster.
+    pub max_stream_duration: Option<Duration>,
     /// How long a graceful shutdown may take in all, from the signal to the last
     /// connection closed (default 10 s): connections still open then are dropped.
     pub shutdown_timeout: Duration,
@@ -118,6 +123,7 @@ impl Default for HttpConfig {
             capacity: Some(DEFAULT_CAPACITY),
             overflow: OverflowPolicy::Disconnect,
             shutdown_timeout: Duration::from_secs(10),
+            max_stream_duration: None,
         }
     }
 }
@@ -145,6 +151,12 @@ impl HttpConfig {
     /// Sets how many broadcasts each channel keeps for resuming clients.
     pub fn replay(mut self, broadcasts: usize) -> Self {
         self.replay = broadcasts;
+        self
+    }
+
+    /// Sets how long a stream lasts at most (`None`: no limit).
+    pub fn max_stream_duration(mut self, duration: Option<Duration>) -> Self {
+        self.max_stream_duration = duration;
         self
     }
 
@@ -322,6 +334,7 @@ impl AppState {
             std::sync::Arc::clone(&self.metrics),
             expires,
         )
+        .lifetime(self.config.max_stream_duration)
     }
 
     /// The settings of a channel created here: the server's, with `id` if given.

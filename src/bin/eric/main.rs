@@ -158,6 +158,10 @@ enum Command {
         /// first; beyond it, publishes get 503 MemoryBudgetExceeded.
         #[arg(long, env = "ERIC_MAX_RETAINED_BYTES")]
         max_retained_bytes: Option<u64>,
+        /// Seconds a stream lasts at most, fractions allowed (0: no limit); it then
+        /// ends and its EventSource reconnects with Last-Event-ID, losing nothing.
+        #[arg(long, default_value_t = 0.0, env = "ERIC_MAX_STREAM_DURATION")]
+        max_stream_duration: f64,
         /// The largest request body, in bytes.
         #[arg(long, default_value_t = 1 << 20, env = "ERIC_MAX_BODY_BYTES")]
         max_body_bytes: usize,
@@ -305,6 +309,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             replay,
             replay_bytes,
             max_retained_bytes,
+            max_stream_duration,
             max_body_bytes,
             header_timeout,
             request_timeout,
@@ -326,6 +331,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .retry(Duration::from_millis(retry))
                 .replay(replay)
                 .replay_bytes((replay_bytes > 0).then_some(replay_bytes))
+                .max_stream_duration(
+                    Duration::try_from_secs_f64(max_stream_duration)
+                        .ok()
+                        .filter(|d| !d.is_zero()),
+                )
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
