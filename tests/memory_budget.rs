@@ -89,7 +89,7 @@ async fn one_megabyte_messages_without_end_stay_within_the_budget() {
         let channel = &channels[n as usize % CHANNELS];
         let (status, error) = publish(&http, &base, channel, n).await;
         assert_eq!(status, 200, "broadcast {n}: {error}");
-        if n as usize % CHANNELS == 0 {
+        if (n as usize).is_multiple_of(CHANNELS) {
             sent_to_fast.push(n);
         }
         peak = peak.max(server.rss());
@@ -116,7 +116,7 @@ async fn one_megabyte_messages_without_end_stay_within_the_budget() {
         let channel = &channels[n as usize % 2];
         let (status, error) = publish(&http, &base, channel, n).await;
         match status {
-            200 if n % 2 == 0 => sent_to_fast.push(n),
+            200 if n.is_multiple_of(2) => sent_to_fast.push(n),
             200 => {}
             503 => {
                 assert_eq!(error, "MemoryBudgetExceeded");
