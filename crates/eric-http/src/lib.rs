@@ -224,9 +224,9 @@ fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(routes::remove_listener))
         .routes(routes!(routes::remove_channel))
         .routes(routes!(routes::subscribe))
-        .routes(routes!(routes::stream))
-        .routes(routes!(routes::events))
-        .routes(routes!(routes::multi_events))
+        .routes(routes!(routes::streams::stream))
+        .routes(routes!(routes::streams::events))
+        .routes(routes!(routes::streams::multi_events))
         .routes(routes!(routes::channels))
         .layer(axum::middleware::from_fn(move |request, next| {
             routes::through_gate(Arc::clone(&gate), request, next)
