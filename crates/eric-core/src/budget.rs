@@ -2,10 +2,10 @@
 //! logs, in bytes, and who gives memory back when it runs out.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 
 use crate::error::{Error, Result};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// A bound on the bytes that the broadcast logs of the channels sharing it hold, for
 /// listeners to read and for clients to resume from.
@@ -141,7 +141,7 @@ impl MemoryBudget {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn members(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Reclaim>>> {
+    fn members(&self) -> crate::sync::MutexGuard<'_, Vec<Weak<dyn Reclaim>>> {
         self.inner
             .members
             .lock()

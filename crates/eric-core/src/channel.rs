@@ -1,8 +1,7 @@
 //! Channels: listeners, their queues, and the delivery of messages to them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use crate::adapter::{Adapter, Delivery, MessageAdapter};
 use crate::budget::{MemoryBudget, Reclaim};
@@ -16,6 +15,7 @@ use crate::log::BroadcastLog;
 use crate::message::Message;
 use crate::queue::{OverflowPolicy, PushOutcome, QueueConfig, QueueEntry, QueueStats};
 use crate::stream::MessageStream;
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 
 /// A channel: listeners, each with its own FIFO queue, and the adapter that shapes what
 /// their streams yield (eric-sse's `AbstractChannel`). Cheap to clone; every clone is
@@ -734,7 +734,7 @@ impl<A: Adapter> Channel<A> {
     }
 
     /// Serializes broadcasts, closing, and moves of listeners.
-    fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn order(&self) -> crate::sync::MutexGuard<'_, ()> {
         self.shared
             .broadcast_order
             .lock()

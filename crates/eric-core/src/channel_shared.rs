@@ -3,8 +3,7 @@
 //! streams depend on it rather than on [`Channel`](crate::Channel), which makes them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use crate::adapter::Delivery;
 use crate::connection::{Connection, ConnectionsFactory, Disconnection, Next};
@@ -12,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::log::BroadcastLog;
 use crate::message::Message;
 use crate::queue::{OverflowPolicy, QueueConfig};
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 /// A channel's state, behind the `Arc` every [`Channel`](crate::Channel) handle and
 /// every [`MessageStream`](crate::MessageStream) holds.

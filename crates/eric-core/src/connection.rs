@@ -2,8 +2,7 @@
 //! factories that make them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use crate::adapter::Delivery;
 use crate::error::Result;
@@ -12,6 +11,7 @@ use crate::listener::Listener;
 use crate::log::{BroadcastLog, Cursor, Read};
 use crate::message::Message;
 use crate::queue::{Queue, QueueConfig};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// A listener and its message queue (eric-sse's `Connection`). Cheap to clone.
 ///

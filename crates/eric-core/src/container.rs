@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError};
 
 use crate::adapter::{Adapter, MessageAdapter};
 use crate::budget::MemoryBudget;
 use crate::channel::Channel;
 use crate::error::{Error, Result};
+use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Channels by id, for servers that manage many (eric-sse's `ChannelContainer`).
 /// Usable from any task or thread.

@@ -1,11 +1,11 @@
 //! The default queue: a `VecDeque` behind a mutex, with the consumer's waker beside it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::task::Waker;
 
 use crate::queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// An in-memory FIFO queue (eric-sse's in-memory queue), optionally bounded.
 ///

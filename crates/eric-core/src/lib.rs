@@ -62,6 +62,7 @@ mod message;
 mod queue;
 mod segment;
 mod stream;
+mod sync;
 
 pub use adapter::{Adapter, Delivery, MessageAdapter};
 pub use budget::MemoryBudget;

@@ -1,12 +1,12 @@
 //! Listeners: who a queue belongs to, whether it is running, and the `on_message` hook.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::Waker;
 
 use crate::error::{BoxError, Result, validate_id};
 use crate::message::Message;
+use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering};
 
 /// A listener of a channel (eric-sse's `MessageQueueListener`).
 ///

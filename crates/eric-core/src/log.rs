@@ -2,8 +2,7 @@
 //! cursor. A broadcast costs the same for ten listeners as for a million.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::Waker;
 
 use crate::budget::MemoryBudget;
@@ -11,6 +10,7 @@ use crate::message::Message;
 use crate::segment::Segment;
 #[cfg(test)]
 use crate::segment::{SEGMENT_BYTES, SEGMENT_LEN};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// What a reader found at its cursor.
 pub(crate) enum Read {

@@ -1,11 +1,11 @@
 //! A segment of the broadcast log: a run of consecutive slots, freed as a whole once
 //! neither the log nor any reader holds it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::budget::MemoryBudget;
 use crate::message::Message;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Slots per segment: readers take the log's lock once per this many messages.
 pub(crate) const SEGMENT_LEN: u64 = 64;
@@ -99,7 +99,7 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if let Some(budget) = self.budget.get() {
-            budget.release(*self.bytes.get_mut());
+            budget.release(self.bytes.load(Ordering::Acquire));
         }
     }
 }

@@ -1,0 +1,181 @@
+//! Loom models of eric-core's races: every interleaving (to the preemption bound) of
+//! the code that ships, its locks and atomics being loom's under `--cfg loom`.
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test -p eric-core --test loom --release
+//! ```
+//!
+//! Each model names the protection it checks; docs/RELIABILITY.md says how each was
+//! shown to fail without it.
+
+#![cfg(loom)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use eric_core::{Channel, Error, MESSAGE_TYPE_CLOSED, Message};
+use futures_util::{Stream, StreamExt};
+use loom::future::block_on;
+use loom::thread;
+
+/// A broadcast appended while a stream registers its waker and reads again: the stream
+/// gets it (the append wakes a registered waker, or the read after registering sees
+/// it). Protection: `MessageStream::poll_next` reads once more after registering, and
+/// the log wakes the waiters it holds under the lock it appends under.
+#[test]
+fn a_broadcast_racing_a_stream_going_to_sleep_wakes_it() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        let publisher = {
+            let channel = channel.clone();
+            thread::spawn(move || channel.broadcast(Message::of_type("a")).unwrap())
+        };
+        let got = block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(got.message_type(), "a");
+        publisher.join().unwrap();
+    });
+}
+
+/// One producer dispatches, then broadcasts, while the listener's stream reads: the
+/// stream reads them in that order, each once, whichever moment it reads at. Protection:
+/// `Connection::next` peeks the log first and the queue second (seeing the broadcast
+/// makes the dispatch pushed before it visible), and when the queue holds a dispatch
+/// stamped past a broadcast its log peek missed, it reads the log again.
+#[test]
+fn a_dispatch_then_a_broadcast_are_read_in_that_order() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        let producer = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || {
+                channel.dispatch(&id, Message::of_type("d")).unwrap();
+                channel.broadcast(Message::of_type("b")).unwrap();
+            })
+        };
+        let first = block_on(stream.next()).unwrap().unwrap();
+        let second = block_on(stream.next()).unwrap().unwrap();
+        assert_eq!([first.message_type(), second.message_type()], ["d", "b"]);
+        producer.join().unwrap();
+    });
+}
+
+/// A dispatch racing a broadcast from another thread: the listener reads each exactly
+/// once (`take_next` once both are done).
+#[test]
+fn a_dispatch_racing_a_broadcast_is_read_once_and_so_is_the_broadcast() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        listener.start();
+        let dispatcher = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || channel.dispatch(&id, Message::of_type("d")).unwrap())
+        };
+        channel.broadcast(Message::of_type("b")).unwrap();
+        dispatcher.join().unwrap();
+        let mut read = Vec::new();
+        while let Some((msg, _)) = channel.take_next(listener.id()).unwrap() {
+            read.push(msg.message_type().to_owned());
+        }
+        read.sort();
+        assert_eq!(read, ["b", "d"]);
+    });
+}
+
+/// `close` racing `dispatch`: a dispatch that was accepted is read before the closed
+/// marker, and one that was refused is never read. Protection: `close` sets its flag
+/// before appending the marker, and `dispatch_at` stamps before it checks the flag.
+#[test]
+fn a_dispatch_racing_close_is_read_before_the_end_or_refused() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        listener.start();
+        let dispatcher = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || channel.dispatch(&id, Message::of_type("d")))
+        };
+        channel.close();
+        let dispatched = dispatcher.join().unwrap();
+        let mut read = Vec::new();
+        while let Ok(Some((msg, _))) = channel.take_next(listener.id()) {
+            let ends = msg.ends_stream();
+            read.push(msg.message_type().to_owned());
+            if ends {
+                break;
+            }
+        }
+        match dispatched {
+            Ok(()) => assert_eq!(read, ["d", MESSAGE_TYPE_CLOSED]),
+            Err(Error::ChannelClosed { .. }) => assert_eq!(read, [MESSAGE_TYPE_CLOSED]),
+            Err(err) => panic!("{err}"),
+        }
+    });
+}
+
+/// Counts the clones of a waker still held somewhere.
+struct Noop;
+
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// A stream dropped on one thread while a broadcast wakes it on another: nothing
+/// panics, no waker is kept, and the broadcast waits for the listener's next stream.
+/// Protection: `forget_wakers` removes the stream's waker only if it is still the one
+/// registered, under the same locks the wake takes.
+#[test]
+fn a_stream_dropped_while_woken_leaves_nothing_behind() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        let noop = Arc::new(Noop);
+        let waker = Waker::from(Arc::clone(&noop));
+        let polled = Stream::poll_next(
+            std::pin::Pin::new(&mut stream),
+            &mut Context::from_waker(&waker),
+        );
+        assert!(polled.is_pending());
+        drop(waker);
+        let dropper = thread::spawn(move || drop(stream));
+        channel.broadcast(Message::of_type("a")).unwrap();
+        dropper.join().unwrap();
+        assert_eq!(
+            Arc::strong_count(&noop),
+            1,
+            "a waker of the dropped stream is kept"
+        );
+        let mut next = channel.message_stream(listener.id()).unwrap();
+        let got = block_on(next.next()).unwrap().unwrap();
+        assert_eq!(got.message_type(), "a");
+    });
+}
+
+/// A newer stream taking over a listener while the older one goes to sleep: the older
+/// one ends rather than wait for ever. Protection: the takeover bumps the consumer
+/// generation and then wakes the consumer registered with the listener's state, which
+/// the older stream registers before it checks the generation again.
+#[test]
+fn a_stream_taken_over_while_going_to_sleep_ends() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut older = channel.message_stream(listener.id()).unwrap();
+        let newer = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || channel.message_stream(&id).unwrap())
+        };
+        assert!(
+            block_on(older.next()).is_none(),
+            "the older stream must end"
+        );
+        drop(newer.join().unwrap());
+    });
+}
