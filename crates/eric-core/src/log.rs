@@ -502,6 +502,12 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 
+    /// Large broadcasts a test appends. The tests that size them do not run under Miri,
+    /// where serializing each payload (to size it) takes seconds: Miri does not check
+    /// segments closing early or reclaiming; these tests and the loom-free stress tests
+    /// do, natively.
+    const BIGS: u64 = 100;
+
     fn big(n: u64) -> Message {
         // About 2 x 10 KB by `retained_bytes`: more than SEGMENT_BYTES.
         Message::new(
@@ -511,13 +517,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sizing 10 KB payloads takes minutes under Miri")]
     fn large_broadcasts_sit_in_segments_of_their_own_and_are_freed_one_by_one() {
         let budget = MemoryBudget::new(u64::MAX);
         let log = BroadcastLog::new(None, 0);
         assert!(log.join_budget(&budget));
-        assert!(big(0).retained_bytes() > SEGMENT_BYTES);
+        let size = big(0).retained_bytes();
+        assert!(size > SEGMENT_BYTES);
         let mut reader = log.cursor_at_head();
-        for n in 0..200 {
+        for n in 0..BIGS {
             log.append(big(n));
             let got = read_all(&log, &mut reader);
             assert_eq!(got.len(), 1);
@@ -525,38 +533,44 @@ mod tests {
         }
         // The reader holds the last; nothing older is kept.
         assert!(segments(&log) <= 2, "{} segments", segments(&log));
-        assert!(budget.retained() <= 2 * big(0).retained_bytes());
+        assert!(budget.retained() <= 2 * size + 64);
         drop(reader);
         drop(log);
         assert_eq!(budget.retained(), 0, "freed segments give their bytes back");
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sizing 10 KB payloads takes minutes under Miri")]
     fn a_replay_window_in_bytes_keeps_the_newest_that_fit() {
         let size = big(0).retained_bytes();
         let log = BroadcastLog::starting_at(0, None, 1_000, Some(10 * size));
-        for n in 0..100 {
+        for n in 0..BIGS {
             log.append(big(n));
         }
         let oldest = log.oldest();
-        assert!((89..=91).contains(&oldest), "oldest kept {oldest}");
+        assert!(
+            (BIGS - 11..=BIGS - 9).contains(&oldest),
+            "oldest kept {oldest}"
+        );
         let mut cursor = log.cursor_at(oldest).unwrap();
         let got = read_all(&log, &mut cursor);
-        assert_eq!(got.last().unwrap().payload()["n"], 99);
+        assert_eq!(got.last().unwrap().payload()["n"], BIGS - 1);
         // Small broadcasts still fill whole segments of 64 and keep the count bound.
         let small = BroadcastLog::starting_at(0, None, 100, Some(1 << 30));
-        for n in 0..1_000u64 {
+        for n in 0..SOME {
             small.append(Message::new("n", n));
         }
-        assert!((900 - 2 * SEGMENT_LEN..=900).contains(&small.oldest()));
+        let floor = (SOME - 100).saturating_sub(2 * SEGMENT_LEN);
+        assert!((floor..=SOME - 100).contains(&small.oldest()));
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sizing 10 KB payloads takes minutes under Miri")]
     fn a_bounded_log_keeps_no_more_of_its_window_than_the_bytes_allow_unless_read() {
         let size = big(0).retained_bytes();
         let log = BroadcastLog::starting_at(0, Some(1_000), 1_000, Some(10 * size));
         let mut reader = log.cursor_at_head();
-        for n in 0..50 {
+        for n in 0..BIGS {
             log.append(big(n));
         }
         assert_eq!(
@@ -564,22 +578,27 @@ mod tests {
             0,
             "the reader holds its segment and what follows"
         );
-        assert_eq!(read_all(&log, &mut reader).len(), 50);
-        log.append(big(50));
+        assert_eq!(read_all(&log, &mut reader).len() as u64, BIGS);
+        log.append(big(BIGS));
         let oldest = log.oldest();
-        assert!((40..=42).contains(&oldest), "oldest kept {oldest}");
+        assert!(
+            (BIGS - 10..=BIGS - 8).contains(&oldest),
+            "oldest kept {oldest}"
+        );
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sizing 10 KB payloads takes minutes under Miri")]
     fn reclaiming_frees_what_no_reader_holds_and_nothing_a_reader_needs() {
+        const HALF: u64 = BIGS / 2;
         let budget = MemoryBudget::new(u64::MAX);
         let log = BroadcastLog::new(None, 1_000);
         log.join_budget(&budget);
-        for n in 0..10 {
+        for n in 0..HALF {
             log.append(big(n));
         }
         let mut reader = log.cursor_at(5).unwrap();
-        for n in 10..20 {
+        for n in HALF..2 * HALF {
             log.append(big(n));
         }
         let before = budget.retained();
@@ -592,21 +611,22 @@ mod tests {
         );
         let got = read_all(&log, &mut reader);
         let ns: Vec<_> = got.iter().map(|m| m.payload()["n"].as_u64()).collect();
-        assert_eq!(ns, (5..20).map(Some).collect::<Vec<_>>());
+        assert_eq!(ns, (5..2 * HALF).map(Some).collect::<Vec<_>>());
         drop(reader);
         log.reclaim();
-        assert_eq!(log.oldest(), 20, "with no reader, nothing is needed");
+        assert_eq!(log.oldest(), 2 * HALF, "with no reader, nothing is needed");
         assert_eq!(budget.retained(), 0);
         let mut late = log
-            .cursor_at(19)
+            .cursor_at(2 * HALF - 1)
             .err()
             .map(|oldest| log.cursor_at(oldest).unwrap());
         assert!(matches!(log.peek(late.as_mut().unwrap()), Read::Empty));
-        log.append(big(20));
+        log.append(big(2 * HALF));
         assert_eq!(read_all(&log, late.as_mut().unwrap()).len(), 1);
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sizing 10 KB payloads takes minutes under Miri")]
     fn a_reader_behind_everything_reclaimed_learns_what_it_missed() {
         let log = BroadcastLog::new(Some(1_000), 0);
         log.join_budget(&MemoryBudget::new(u64::MAX));
