@@ -154,8 +154,7 @@ impl BroadcastLog {
         };
         let woken = {
             let mut state = lock(&self.state);
-            let budget = self.budget.get();
-            let closed = match Self::segment_at(&mut state.segments, seq, budget) {
+            let closed = match self.segment_at(&mut state.segments, seq) {
                 Some(segment) => {
                     segment.fill(seq, msg, bytes);
                     segment.end() == seq + 1
@@ -183,12 +182,9 @@ impl BroadcastLog {
     }
 
     /// The segment holding `seq`, creating segments up to it at the tail (counting
-    /// against `budget`); `None` if `seq` was freed (never the case for the head).
-    fn segment_at(
-        segments: &mut VecDeque<Arc<Segment>>,
-        seq: u64,
-        budget: Option<&MemoryBudget>,
-    ) -> Option<Arc<Segment>> {
+    /// against the log's budget); `None` if `seq` was freed (never the case for the
+    /// head).
+    fn segment_at(&self, segments: &mut VecDeque<Arc<Segment>>, seq: u64) -> Option<Arc<Segment>> {
         if segments.front().is_some_and(|front| seq < front.start) {
             return None;
         }
@@ -202,7 +198,7 @@ impl BroadcastLog {
         }
         loop {
             let start = segments.back().map_or(seq, |s| s.end());
-            let segment = Segment::new(start, budget);
+            let segment = Segment::new(start, self.budget.get());
             segments.push_back(Arc::clone(&segment));
             if segment.contains(seq) {
                 return Some(segment);
@@ -287,7 +283,7 @@ impl BroadcastLog {
         }
         Ok(Cursor {
             next: seq,
-            segment: Self::segment_at(&mut state.segments, seq, self.budget.get()),
+            segment: self.segment_at(&mut state.segments, seq),
         })
     }
 
@@ -299,7 +295,7 @@ impl BroadcastLog {
         let next = seq.clamp(self.oldest_in(&state.segments, head), head);
         Cursor {
             next,
-            segment: Self::segment_at(&mut state.segments, next, self.budget.get()),
+            segment: self.segment_at(&mut state.segments, next),
         }
     }
 
@@ -309,7 +305,7 @@ impl BroadcastLog {
         let next = self.head();
         Cursor {
             next,
-            segment: Self::segment_at(&mut state.segments, next, self.budget.get()),
+            segment: self.segment_at(&mut state.segments, next),
         }
     }
 
@@ -331,7 +327,7 @@ impl BroadcastLog {
             .is_some_and(|s| s.contains(cursor.next));
         if !holds {
             let mut state = lock(&self.state);
-            match Self::segment_at(&mut state.segments, cursor.next, self.budget.get()) {
+            match self.segment_at(&mut state.segments, cursor.next) {
                 Some(segment) => cursor.segment = Some(segment),
                 None => {
                     let base = state.segments.front().map_or(self.head(), |s| s.start);
