@@ -277,6 +277,17 @@ impl<A: Adapter> Channel<A> {
         self.shared.log.budget()
     }
 
+    /// Makes room for `msg` in the channel's memory budget, if it has one
+    /// ([`MemoryBudget::admit`]): what [`broadcast`](Self::broadcast) checks first, for
+    /// a caller that must know before it commits the message elsewhere (stores it, say)
+    /// and then [`replicate`](Self::replicate)s it.
+    pub fn admit(&self, msg: &Message) -> Result<()> {
+        match self.memory_budget() {
+            Some(budget) => budget.admit(msg.retained_bytes()),
+            None => Ok(()),
+        }
+    }
+
     /// Creates, registers and returns a default listener (eric-sse's `add_listener`).
     pub fn add_listener(&self) -> Result<Arc<MessageQueueListener>> {
         let listener = Arc::new(MessageQueueListener::new());
@@ -425,8 +436,8 @@ impl<A: Adapter> Channel<A> {
     fn append(&self, msg: Message, budgeted: bool) -> Result<BroadcastReport> {
         let _order = self.order();
         self.ensure_open()?;
-        if budgeted && let Some(budget) = self.shared.log.budget() {
-            budget.admit(msg.retained_bytes())?;
+        if budgeted {
+            self.admit(&msg)?;
         }
         let window = self.shared.log.window();
         let policy = self.shared.queue_config.overflow();

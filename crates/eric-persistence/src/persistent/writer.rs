@@ -170,7 +170,9 @@ fn plan_batch(
     for request in run {
         let (key, record) = match &request.op {
             Op::Broadcast(msg) => {
-                if let Err(err) = check(inner, msg).and_then(|()| admit(inner, msg)) {
+                let admitted =
+                    check(inner, msg).and_then(|()| Ok(inner.sse.channel().admit(msg)?));
+                if let Err(err) = admitted {
                     let _ = request.done.send(Err(err));
                     continue;
                 }
@@ -313,14 +315,6 @@ fn check(inner: &Inner, msg: &Message) -> Result<()> {
         .into());
     }
     Ok(eric_prefabs::check_message(msg)?)
-}
-
-/// Room for `msg` in the channel's memory budget, if it has one, before it is stored.
-fn admit(inner: &Inner, msg: &Message) -> Result<()> {
-    match inner.sse.channel().memory_budget() {
-        Some(budget) => Ok(budget.admit(msg.retained_bytes())?),
-        None => Ok(()),
-    }
 }
 
 async fn add_listener(inner: &Inner, id: Option<String>) -> Result<Done> {
