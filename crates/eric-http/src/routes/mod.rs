@@ -65,6 +65,24 @@ fn channel_id(id: Option<&str>) -> Result<&str> {
     id.ok_or_else(|| Error::bad_request("missing query parameter channel_id"))
 }
 
+/// What `/broadcast` and `/dispatch` share: the channel the query names, which the token
+/// must let its bearer publish to, and the body's message, marked accepted now.
+fn publication<'q>(
+    query: &'q ChannelQuery,
+    access: &Access,
+    body: std::result::Result<Json<Publish>, JsonRejection>,
+) -> Result<(&'q str, Publish)> {
+    let channel = channel_id(query.channel_id.as_deref())?;
+    access.check(Role::Publish, channel)?;
+    Ok((channel, json_body(body)?))
+}
+
+impl Publish {
+    fn accepted_now(self) -> Message {
+        Message::new(self.message_type, self.payload).accepted_now()
+    }
+}
+
 /// `PUT /create`: a channel, with the given `channel_id` (query or JSON body) or a
 /// fresh one. 201 `{"channel_id"}`; 409 if the id is taken.
 /// With signed tokens, the token must let its bearer publish to the id (a fresh one
@@ -178,13 +196,10 @@ pub(crate) async fn broadcast(
     Query(query): Query<ChannelQuery>,
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let channel = channel_id(query.channel_id.as_deref())?;
-    access.check(Role::Publish, channel)?;
-    let publish = json_body(body)?;
-    let message = Message::new(publish.message_type, publish.payload).accepted_now();
+    let (channel, publish) = publication(&query, &access, body)?;
     let published = state
         .channels
-        .broadcast(channel, message)
+        .broadcast(channel, publish.accepted_now())
         .await
         .map_err(Error::from)
         .inspect_err(|err| {
@@ -218,14 +233,12 @@ pub(crate) async fn dispatch(
     Query(query): Query<ChannelQuery>,
     body: std::result::Result<Json<Publish>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let channel = channel_id(query.channel_id.as_deref())?;
-    access.check(Role::Publish, channel)?;
-    let publish = json_body(body)?;
+    let (channel, publish) = publication(&query, &access, body)?;
     let listener = query
         .listener_id
         .as_deref()
         .ok_or_else(|| Error::bad_request("missing query parameter listener_id"))?;
-    let message = Message::new(publish.message_type, publish.payload).accepted_now();
+    let message = publish.accepted_now();
     state.channels.dispatch(channel, listener, message).await?;
     Ok(Json(json!({"ok": true})))
 }
