@@ -10,11 +10,15 @@
 //! `<epoch>-<seq>` is the same everywhere. A dispatch after broadcast `seq` is the
 //! entry `<seq>-<n>` (n > 0), addressed with a `to` field, and is also queued in the
 //! listener's list until a stream delivers it. Each process that serves a channel reads
-//! its stream once (`XREAD BLOCK` on a connection of its own, [`reader`]) into its local
-//! [`SseChannel`] ([`served`]), whose event ids are then the cluster's: a client
-//! resumes with `Last-Event-ID` on any process.
+//! its stream once into its local [`SseChannel`] ([`served`]), whose event ids are then
+//! the cluster's: a client resumes with `Last-Event-ID` on any process. It reads it
+//! from notifications the scripts publish with every entry ([`feed`], one subscriber
+//! connection per Redis node for all channels), and from the stream itself after
+//! each subscription or loss ([`reader`]): a process holds two connections per node,
+//! however many channels it serves.
 
 mod acks;
+mod feed;
 mod listener;
 mod listener_stream;
 mod reader;
@@ -35,14 +39,14 @@ use crate::channels::{
     ChannelInfo, ChannelSettings, EventStream, Published, SseChannels, boxed, end_streams,
 };
 use crate::error::{Error, Result};
-use crate::redis_connection::{Nodes, RedisConnection};
+use crate::redis_connection::RedisConnection;
 
 use listener::Attached;
 
 /// The message type of the entry that ends a channel everywhere.
 const CLOSED: &str = "\u{0}closed";
 
-/// How long a reader blocks before it looks whether its channel is still wanted.
+/// How often a process looks for channels it serves that have no listener left.
 const BLOCK: Duration = Duration::from_secs(5);
 
 /// How long a resuming client waits for this process to read up to its
@@ -97,8 +101,11 @@ pub struct RedisCluster {
 }
 
 struct Inner {
-    nodes: Nodes,
     connection: RedisConnection,
+    /// The notifications of every channel this process serves.
+    feed: Arc<feed::Feed>,
+    /// The scripts that append entries, as this Redis takes their notifications.
+    scripts: &'static scripts::Appending,
     prefix: String,
     /// The channels this process serves, as a server looks them up.
     container: Arc<ChannelContainer<SseAdapter>>,
@@ -123,6 +130,10 @@ struct Served {
     read: Arc<Mutex<ReadState>>,
     reader: tokio::task::AbortHandle,
     load: u64,
+    /// The channel's stream key, the name of its notifications.
+    stream: Arc<str>,
+    /// For how many sweeps in a row it has had no local listener.
+    idle: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// A stream entry's id, `<seq>-<n>`: broadcast `seq` when `n` is 0, else the `n`th
@@ -163,11 +174,17 @@ impl RedisCluster {
 
     /// [`connect`](Self::connect), with keys under `prefix`.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self> {
-        let (nodes, connection) = crate::redis_connection::connect(url).await?;
-        Ok(RedisCluster {
+        let connection = crate::redis_connection::connect(url).await?;
+        let scripts = match connection {
+            RedisConnection::Cluster(_) => &*scripts::SHARDED,
+            RedisConnection::Managed(_) => &*scripts::ONE_SERVER,
+        };
+        let feed = Arc::new(feed::Feed::connect(url).await?);
+        let cluster = RedisCluster {
             inner: Arc::new(Inner {
-                nodes,
                 connection,
+                feed,
+                scripts,
                 prefix: prefix.to_owned(),
                 container: Arc::default(),
                 served: RwLock::default(),
@@ -175,7 +192,9 @@ impl RedisCluster {
                 process: uuid::Uuid::new_v4().simple().to_string(),
                 acks_in_flight: acks::AcksInFlight::default(),
             }),
-        })
+        };
+        tokio::spawn(served::sweep_idle(Arc::downgrade(&cluster.inner)));
+        Ok(cluster)
     }
 
     fn acks_in_flight(&self) -> &acks::AcksInFlight {
@@ -241,7 +260,10 @@ impl SseChannels for RedisCluster {
     async fn remove(&self, id: &str) -> Result<()> {
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
         let mut connection = self.inner.connection.clone();
-        let removed: i64 = scripts::REMOVE
+        let removed: i64 = self
+            .inner
+            .scripts
+            .remove
             .key(&meta)
             .key(&events)
             .key(self.key(id, "listeners"))
@@ -308,7 +330,10 @@ impl SseChannels for RedisCluster {
             budget.admit(message.retained_bytes())?;
         }
         let (meta, events) = (self.key(id, "meta"), self.key(id, "events"));
-        let reply: redis::Value = scripts::PUBLISH
+        let reply: redis::Value = self
+            .inner
+            .scripts
+            .publish
             .key(&meta)
             .key(&events)
             .arg(message.message_type())

@@ -6,31 +6,19 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::error::Result;
 use crate::redis_storage::storage_error;
-
-/// Where the Redis of a cluster-mode process is: one server, or the nodes of a Redis
-/// Cluster. Opens the connections that block (`XREAD BLOCK`), one per reader.
-#[derive(Clone)]
-pub(crate) enum Nodes {
-    /// One Redis server.
-    Single(redis::Client),
-    /// A Redis Cluster (built without a response timeout: readers block).
-    Cluster(Box<ClusterClient>),
-}
 
 /// A connection to either: commands are routed by key on a cluster.
 #[derive(Clone)]
 pub(crate) enum RedisConnection {
     /// Shared, self-reconnecting, requests time out after 2 s.
     Managed(ConnectionManager),
-    /// A reader's own connection to one server, without a response timeout.
-    Blocking(MultiplexedConnection),
     /// A connection to every node of a cluster (self-refreshing on MOVED).
     Cluster(ClusterConnection),
 }
@@ -43,59 +31,31 @@ pub(crate) fn seeds(urls: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Connects to `urls`: the nodes (for readers) and the shared connection for commands.
-pub(crate) async fn connect(urls: &str) -> Result<(Nodes, RedisConnection)> {
+/// Connects to `urls`: the shared connection for commands.
+pub(crate) async fn connect(urls: &str) -> Result<RedisConnection> {
     let failed = |source| storage_error("connect to", urls, source);
     let seeds = seeds(urls);
     if seeds.len() <= 1 {
-        let (client, connection) = crate::redis_storage::connect(urls.trim()).await?;
-        return Ok((Nodes::Single(client), RedisConnection::Managed(connection)));
+        let (_, connection) = crate::redis_storage::connect(urls.trim()).await?;
+        return Ok(RedisConnection::Managed(connection));
     }
-    let builder = || {
-        ClusterClient::builder(seeds.iter().copied())
-            .connection_timeout(Duration::from_secs(2))
-            // A few quick retries ride out a failover's MOVED/TRYAGAIN; requests still
-            // fail within seconds while a node is away.
-            .retries(3)
-            .max_retry_wait(500)
-    };
-    let commands = builder()
+    let commands = ClusterClient::builder(seeds.iter().copied())
+        .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
+        // A few quick retries ride out a failover's MOVED/TRYAGAIN; requests still
+        // fail within seconds while a node is away.
+        .retries(3)
+        .max_retry_wait(500)
         .build()
         .map_err(failed)?;
-    let readers = builder().build().map_err(failed)?;
     let connection = commands.get_async_connection().await.map_err(failed)?;
-    Ok((
-        Nodes::Cluster(Box::new(readers)),
-        RedisConnection::Cluster(connection),
-    ))
-}
-
-impl Nodes {
-    /// A connection of its own for a reader that blocks: no response timeout.
-    pub(crate) async fn blocking(&self) -> redis::RedisResult<RedisConnection> {
-        match self {
-            Nodes::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(None);
-                let connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                Ok(RedisConnection::Blocking(connection))
-            }
-            Nodes::Cluster(client) => Ok(RedisConnection::Cluster(
-                client.get_async_connection().await?,
-            )),
-        }
-    }
+    Ok(RedisConnection::Cluster(connection))
 }
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Managed(c) => c.req_packed_command(cmd),
-            RedisConnection::Blocking(c) => c.req_packed_command(cmd),
             RedisConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -108,7 +68,6 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConnection::Managed(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConnection::Blocking(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -116,7 +75,6 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match self {
             RedisConnection::Managed(c) => c.get_db(),
-            RedisConnection::Blocking(c) => c.get_db(),
             RedisConnection::Cluster(c) => c.get_db(),
         }
     }

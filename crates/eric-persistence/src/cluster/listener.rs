@@ -115,7 +115,10 @@ impl RedisCluster {
     ) -> Result<()> {
         super::check(&message)?;
         let events = self.key(id, "events");
-        let reply: redis::Value = scripts::DISPATCH
+        let reply: redis::Value = self
+            .inner
+            .scripts
+            .dispatch
             .key(self.key(id, "meta"))
             .key(self.key(id, "listeners"))
             .key(self.queue_key(id, listener_id))
@@ -146,7 +149,10 @@ impl RedisCluster {
     /// on whichever process, ends.
     pub(super) async fn remove_stored_listener(&self, id: &str, listener_id: &str) -> Result<()> {
         let listeners = self.key(id, "listeners");
-        let removed: i64 = scripts::REMOVE_LISTENER
+        let removed: i64 = self
+            .inner
+            .scripts
+            .remove_listener
             .key(self.key(id, "meta"))
             .key(&listeners)
             .key(self.queue_key(id, listener_id))
@@ -211,7 +217,10 @@ impl RedisCluster {
         let mut read = served.read.lock().await;
         let attach = self.inner.loads.fetch_add(1, Ordering::Relaxed);
         let token = format!("{}:{attach}", self.inner.process);
-        let reply: redis::Value = scripts::ATTACH
+        let reply: redis::Value = self
+            .inner
+            .scripts
+            .attach
             .key(self.key(id, "meta"))
             .key(&listeners)
             .key(&queue)

@@ -1,4 +1,6 @@
-//! Reading a channel's Redis stream into the local copy: each entry applied in order.
+//! Reading a channel's Redis stream into the local copy: each entry applied in order,
+//! as its notification arrives ([`super::feed`]), and from the stream itself after each
+//! subscription and whenever notifications may have been lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -6,15 +8,60 @@ use std::time::Duration;
 
 use eric_core::Message;
 use eric_prefabs::SseChannel;
-use redis::streams::{StreamId, StreamReadReply};
-use tokio::sync::{Mutex, watch};
+use redis::streams::{StreamId, StreamRangeReply};
+use tokio::sync::{Mutex, mpsc, watch};
 
+use super::feed::Note;
 use super::listener::{Attached, MOVED, REMOVED};
-use super::{BLOCK, CLOSED, EntryId, Inner, ReadState};
+use super::{CLOSED, EntryId, Inner, ReadState};
 
-/// The id of a stream entry, `<seq>-<n>`.
-pub(super) fn entry_id(entry: &StreamId) -> Option<EntryId> {
-    parse_entry_id(&entry.id)
+/// The most entries one `XRANGE` of a resynchronisation reads.
+const PAGE: usize = 1024;
+
+/// The first wait before a failed resynchronisation is tried again (doubling up to
+/// [`super::BLOCK`]: a process serving many channels does not hammer a Redis that is
+/// away).
+const RETRY: Duration = Duration::from_millis(500);
+
+/// An entry of a channel's stream: a broadcast, a dispatch, or one of eric's own.
+pub(super) struct Entry {
+    pub(super) id: EntryId,
+    message_type: String,
+    payload: String,
+    /// The stored listener a dispatch (or a removal, or a move) is for.
+    to: Option<String>,
+    /// Which stream a move was written by.
+    by: Option<String>,
+}
+
+impl Entry {
+    /// The entry as `XRANGE` returns it; `None` if its id is not eric's.
+    pub(super) fn from_stream(entry: &StreamId) -> Option<Entry> {
+        Some(Entry {
+            id: parse_entry_id(&entry.id)?,
+            message_type: entry.get("type").unwrap_or_default(),
+            payload: entry.get("payload").unwrap_or_default(),
+            to: entry.get("to"),
+            by: entry.get("by"),
+        })
+    }
+
+    /// The entry as the scripts notify it, `<id>\n<type>\n<to>\n<by>\n<payload>`;
+    /// `None` if it is not that.
+    pub(super) fn from_note(note: &[u8]) -> Option<Entry> {
+        let note = std::str::from_utf8(note).ok()?;
+        let mut fields = note.splitn(5, '\n');
+        let mut next = || fields.next();
+        let (id, message_type, to, by, payload) = (next()?, next()?, next()?, next()?, next()?);
+        let named = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Some(Entry {
+            id: parse_entry_id(id)?,
+            message_type: message_type.to_owned(),
+            payload: payload.to_owned(),
+            to: named(to),
+            by: named(by),
+        })
+    }
 }
 
 pub(super) fn parse_entry_id(id: &str) -> Option<EntryId> {
@@ -34,34 +81,30 @@ pub(super) enum Applied {
 pub(super) fn apply(
     channel: &SseChannel,
     attached: &mut HashMap<String, Attached>,
-    entry: &StreamId,
+    entry: &Entry,
 ) -> Applied {
-    let Some((seq, n)) = entry_id(entry) else {
-        return Applied::Gap;
-    };
-    let message_type: String = entry.get("type").unwrap_or_default();
+    let (seq, n) = entry.id;
+    let message_type = entry.message_type.clone();
     let next = channel.channel().next_seq();
-    let to: Option<String> = entry.get("to");
-    if let Some(to) = to {
+    if let Some(to) = &entry.to {
         // A dispatch (or a stored listener's removal or move) after broadcast `seq`.
         if next <= seq {
             return Applied::Gap;
         }
-        if let Some(listener) = attached.get_mut(&to)
+        if let Some(listener) = attached.get_mut(to)
             && (seq, n) > listener.upto
         {
             listener.upto = (seq, n);
-            let by: Option<String> = entry.get("by");
             let ends = match message_type.as_str() {
                 REMOVED => true,
-                MOVED => listener.taken_over((seq, n), by.as_deref().unwrap_or_default()),
+                MOVED => listener.taken_over((seq, n), entry.by.as_deref().unwrap_or_default()),
                 _ => false,
             };
             if ends {
-                attached.remove(&to);
-                let _ = channel.remove_listener(&to);
+                attached.remove(to);
+                let _ = channel.remove_listener(to);
             } else if message_type != MOVED {
-                listener.deliver(channel, &to, (seq, n), message(message_type, entry));
+                listener.deliver(channel, to, (seq, n), message(message_type, entry));
             }
         }
         return Applied::Done;
@@ -82,11 +125,10 @@ pub(super) fn apply(
     }
 }
 
-/// The message an entry (or a queued dispatch) holds.
-fn message(message_type: String, entry: &StreamId) -> Message {
-    let payload: String = entry.get("payload").unwrap_or_default();
+/// The message an entry holds.
+fn message(message_type: String, entry: &Entry) -> Message {
     // Accepted, for this process's delivery-latency histogram, when it read it.
-    decode(message_type, payload).accepted_now()
+    decode(message_type, entry.payload.clone()).accepted_now()
 }
 
 pub(super) fn decode(message_type: String, payload: String) -> Message {
@@ -102,10 +144,10 @@ pub(super) fn decode(message_type: String, payload: String) -> Message {
 }
 
 /// One process's reader of one channel's stream: each new entry applied to the local
-/// channel, in order. Ends when the channel is removed, when it has had no local
-/// listener for a whole [`BLOCK`] twice, when it missed entries (trimmed while it
-/// could not read; the next request reloads the channel), or when Redis came back
-/// without the channel (restarted without its data).
+/// channel, in order, from its notifications. Ends when the channel is removed or let
+/// go of ([`Inner::let_go`]), when it missed entries (trimmed while it could not read;
+/// the next request reloads the channel), or when Redis came back without the channel
+/// (restarted without its data).
 pub(super) async fn read(
     cluster: Weak<Inner>,
     load: u64,
@@ -113,83 +155,58 @@ pub(super) async fn read(
     state: Arc<Mutex<ReadState>>,
     [meta, events]: [String; 2],
     progress: watch::Sender<u64>,
+    mut notes: mpsc::UnboundedReceiver<Note>,
 ) {
-    let Some(nodes) = cluster.upgrade().map(|c| c.nodes.clone()) else {
-        return;
-    };
-    let mut connection = None;
-    let (mut idle_rounds, mut lost) = (0, false);
+    // Not yet subscribed and read up to date; `lost`: notifications may have been lost.
+    let (mut synced, mut lost, mut retry) = (false, false, RETRY);
     'reading: loop {
         if channel.channel().is_closed() {
             break;
         }
-        let conn = match &mut connection {
-            Some(conn) => conn,
-            None => match nodes.blocking().await {
-                Ok(mut conn) => {
-                    if lost {
-                        let exists: redis::RedisResult<bool> =
-                            redis::cmd("EXISTS").arg(&meta).query_async(&mut conn).await;
-                        if matches!(exists, Ok(false)) {
-                            tracing::warn!(%meta, "Redis came back without this channel; closing it here");
-                            break 'reading;
-                        }
-                        lost = false;
-                    }
-                    connection.insert(conn)
-                }
+        if !synced {
+            let Some(inner) = cluster.upgrade() else {
+                break;
+            };
+            match resync(&inner, &channel, &state, [&meta, &events], lost).await {
+                Ok(Applied::Done) => (synced, lost, retry) = (true, false, RETRY),
+                Ok(_) => break 'reading,
                 Err(err) => {
-                    tracing::warn!(%events, %err, "cluster reader cannot connect; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tracing::warn!(%events, %err, "cluster reader cannot read Redis; retrying");
+                    drop(inner);
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(super::BLOCK);
+                    lost = true;
                     continue;
                 }
-            },
-        };
-        let (seq, n) = state.lock().await.last;
-        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1024)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&events)
-            .arg(format!("{seq}-{n}"))
-            .query_async(conn)
-            .await;
-        let entries: Vec<StreamId> = match reply {
-            Ok(reply) => reply
-                .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-                .unwrap_or_default(),
-            Err(err) => {
-                tracing::warn!(%events, %err, "cluster reader lost Redis; reconnecting");
-                (connection, lost) = (None, true);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
             }
-        };
-        if entries.is_empty() {
-            idle_rounds = if channel.channel().listener_count() == 0 {
-                idle_rounds + 1
-            } else {
-                0
-            };
-            if idle_rounds >= 2 {
-                match cluster.upgrade() {
-                    Some(cluster) if cluster.let_go_idle(channel.id(), load) => return,
-                    Some(_) => idle_rounds = 0, // a listener came meanwhile
-                    None => break 'reading,
-                }
-            }
-            continue;
+            progress.send_replace(channel.channel().next_seq());
         }
-        idle_rounds = 0;
+        let Some(first) = notes.recv().await else {
+            break;
+        };
+        // This note and whatever else has arrived, under one lock.
         let mut state = state.lock().await;
-        for entry in &entries {
-            if apply(&channel, &mut state.attached, entry) != Applied::Done {
-                break 'reading;
+        let mut note = Some(first);
+        while let Some(next) = note.take().or_else(|| notes.try_recv().ok()) {
+            let entry = match next {
+                Note::Entry(note) => Entry::from_note(&note),
+                Note::Resync => None,
+            };
+            let Some(entry) = entry else {
+                (synced, lost) = (false, true);
+                break;
+            };
+            if entry.id <= state.last {
+                continue; // read from the stream already
             }
-            if let Some(id) = entry_id(entry) {
-                state.last = id;
+            match apply(&channel, &mut state.attached, &entry) {
+                Applied::Done => state.last = entry.id,
+                Applied::Closed => break 'reading,
+                // Notified out of order: what is missing is read from the stream.
+                Applied::Gap => {
+                    synced = false;
+                    break;
+                }
             }
         }
         drop(state);
@@ -199,4 +216,54 @@ pub(super) async fn read(
         cluster.let_go(channel.id(), Some(load));
     }
     channel.close();
+}
+
+/// Subscribes to the channel's notifications, then reads its stream from the last
+/// entry applied: whatever was appended before the subscription took effect is read
+/// here, whatever after is notified. After a loss, a channel Redis no longer has is
+/// closed here.
+async fn resync(
+    inner: &Inner,
+    channel: &SseChannel,
+    state: &Mutex<ReadState>,
+    [meta, events]: [&str; 2],
+    lost: bool,
+) -> redis::RedisResult<Applied> {
+    inner.feed.subscribe(events).await?;
+    let mut connection = inner.connection.clone();
+    if lost {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(meta)
+            .query_async(&mut connection)
+            .await?;
+        if !exists {
+            tracing::warn!(%meta, "Redis came back without this channel; closing it here");
+            return Ok(Applied::Closed);
+        }
+    }
+    loop {
+        // Only this reader moves `last`: read outside the lock, applied under it.
+        let (seq, n) = state.lock().await.last;
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(events)
+            .arg(format!("({seq}-{n}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut connection)
+            .await?;
+        let mut state = state.lock().await;
+        for entry in &page.ids {
+            let Some(entry) = Entry::from_stream(entry) else {
+                return Ok(Applied::Gap);
+            };
+            match apply(channel, &mut state.attached, &entry) {
+                Applied::Done => state.last = entry.id,
+                other => return Ok(other),
+            }
+        }
+        if page.ids.len() < PAGE {
+            return Ok(Applied::Done);
+        }
+    }
 }

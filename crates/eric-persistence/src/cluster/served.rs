@@ -3,15 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, Weak};
 
 use eric_prefabs::{SseChannel, SseStream};
 use redis::streams::StreamRangeReply;
 use tokio::sync::{Mutex, watch};
 
-use super::reader::{Applied, apply, entry_id};
+use super::reader::{Applied, Entry, apply};
 use super::{
-    CATCH_UP, Inner, ReadState, RedisCluster, Served, closed_meanwhile, not_found, storage_error,
+    BLOCK, CATCH_UP, Inner, ReadState, RedisCluster, Served, closed_meanwhile, not_found,
+    storage_error,
 };
 use crate::channels::ChannelSettings;
 use crate::error::{Error, Result};
@@ -57,12 +58,22 @@ impl RedisCluster {
             .map_err(storage_error("load", &events))?;
         let mut backlog = backlog.ids;
         backlog.reverse();
+        let Some(backlog) = backlog
+            .iter()
+            .map(Entry::from_stream)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Err(Error::Corrupt {
+                key: events,
+                reason: "an entry whose id eric did not write".to_owned(),
+            });
+        };
         // The first broadcast kept; without one, the one after the newest entry (which
         // can be newer than `seq`: entries come in while this loads).
-        let newest = backlog.last().and_then(entry_id);
+        let newest = backlog.last().map(|entry| entry.id);
         let first = backlog
             .iter()
-            .filter_map(entry_id)
+            .map(|entry| entry.id)
             .find(|&(_, n)| n == 0)
             .map(|(seq, _)| seq)
             .or(newest.map(|(seq, _)| seq + 1))
@@ -105,6 +116,8 @@ impl RedisCluster {
         let (progress, next) = watch::channel(channel.channel().next_seq());
         let load = self.inner.loads.fetch_add(1, Ordering::Relaxed);
         let read = Arc::new(Mutex::new(read));
+        let notes = self.inner.feed.route(&events, load);
+        let stream: Arc<str> = events.as_str().into();
         let reader = tokio::spawn(super::reader::read(
             Arc::downgrade(&self.inner),
             load,
@@ -112,6 +125,7 @@ impl RedisCluster {
             Arc::clone(&read),
             [meta, events],
             progress,
+            notes,
         ));
         let entry = Served {
             channel,
@@ -119,6 +133,8 @@ impl RedisCluster {
             read,
             reader: reader.abort_handle(),
             load,
+            stream,
+            idle: Arc::default(),
         };
         served.insert(id.to_owned(), entry.clone());
         Ok(entry)
@@ -207,6 +223,28 @@ impl Inner {
             .cloned()
     }
 
+    /// Lets go of the channels that have had no local listener for [`IDLE_SWEEPS`]
+    /// sweeps in a row.
+    fn sweep_idle(&self) {
+        let idle: Vec<(String, u64)> = self
+            .served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, served)| {
+                if served.channel.channel().listener_count() > 0 {
+                    served.idle.store(0, Ordering::Relaxed);
+                    return false;
+                }
+                served.idle.fetch_add(1, Ordering::Relaxed) + 1 >= IDLE_SWEEPS
+            })
+            .map(|(id, served)| (id.clone(), served.load))
+            .collect();
+        for (id, load) in idle {
+            self.let_go_idle(&id, load);
+        }
+    }
+
     /// Stops serving `id` if copy `load` still has no local listener (checked under
     /// the lock a loading request takes); whether it did.
     /// A request that looked the copy up just before may still subscribe to it: it
@@ -230,9 +268,28 @@ impl Inner {
         }
         if let Some(gone) = served.remove(id) {
             gone.reader.abort();
+            self.feed.unroute(&gone.stream, gone.load);
             let _ = self.container.remove(id);
             gone.channel.close();
         }
         true
+    }
+}
+
+/// How many sweeps ([`BLOCK`] apart) a channel stays served without a local listener:
+/// a channel is let go of between two and three [`BLOCK`]s after its last listener left.
+const IDLE_SWEEPS: u8 = 3;
+
+/// Sweeps the channels of a process every [`BLOCK`] for idle ones, while it lives.
+pub(super) async fn sweep_idle(cluster: Weak<Inner>) {
+    let mut every = tokio::time::interval(BLOCK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match cluster.upgrade() {
+            Some(cluster) => cluster.sweep_idle(),
+            None => return,
+        }
     }
 }
