@@ -5,7 +5,11 @@
 //! driven the same way in the same run. Starts its own redis-server(s) and servers on
 //! loopback ports.
 //!
-//! `cargo bench --bench cluster [-- quick]`
+//! And the many-channels run ([`many_channels`]): two processes serving 1 to 20,000
+//! channels with one stream each, on one Redis and on the Redis Cluster: Redis
+//! connections, memory per channel, latency, nothing lost.
+//!
+//! `cargo bench --bench cluster [-- quick] [many]` (`many`: that run alone)
 //!
 //! All of it shares this machine's cores: with 2 cores, more processes add no
 //! capacity; what the figures show is what the Redis hop and each extra process cost.
@@ -13,6 +17,8 @@
 
 #[path = "../tests/support/eric_serve.rs"]
 mod eric_serve;
+#[path = "cluster/many_channels.rs"]
+mod many_channels;
 #[path = "../crates/eric-persistence/tests/support/mod.rs"]
 mod redis_support;
 #[path = "../tests/support/sse_client.rs"]
@@ -323,6 +329,53 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if !std::env::args().any(|a| a == "many") {
+        fixed_channels(&rt, quick);
+    }
+    many(&rt, quick);
+}
+
+/// The many-channels run: 1 channel (the reference), then 1,000 to 20,000, on one
+/// Redis and on a Redis Cluster of 3 masters.
+fn many(rt: &tokio::runtime::Runtime, quick: bool) {
+    // Whatever the run needs on the clients' side, and room for more: raise the soft
+    // limit as far as the hard one allows (the servers, started after this, inherit it).
+    if let Err(e) = rlimit::increase_nofile_limit(20_000) {
+        println!("could not raise the file-descriptor limit: {e}");
+    }
+    let counts: &[usize] = if quick {
+        &[1, 1_000]
+    } else {
+        &[1, 1_000, 10_000, 20_000]
+    };
+    let redis = redis_support::RedisServer::start();
+    println!(
+        "\n## many channels: two processes, one stream per channel (h2c), {} paced broadcasts ({} ms apart) made on process 1, then one to every channel by {} publishers\n",
+        many_channels::PACED,
+        many_channels::PACE.as_millis(),
+        many_channels::BURST_PUBLISHERS
+    );
+    println!("One Redis:\n");
+    many_channels::print_head();
+    for &count in counts {
+        let o = rt.block_on(many_channels::run(&redis.url(), &[redis.url()], count));
+        many_channels::print_row(&o);
+    }
+    match redis_support::RedisClusterNodes::start() {
+        Err(reason) => println!("\nnot measured: the Redis Cluster did not start: {reason}"),
+        Ok(nodes) => {
+            println!("\nA Redis Cluster of 3 masters:\n");
+            many_channels::print_head();
+            for &count in counts {
+                let o = rt.block_on(many_channels::run(&nodes.urls(), &nodes.node_urls(), count));
+                many_channels::print_row(&o);
+            }
+        }
+    }
+}
+
+/// The 300-stream runs: 1-3 processes, paced, on a Redis Cluster, dispatch.
+fn fixed_channels(rt: &tokio::runtime::Runtime, quick: bool) {
     let redis = redis_support::RedisServer::start();
     let url = redis.url();
     let streams = 300;
