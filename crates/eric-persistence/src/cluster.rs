@@ -62,6 +62,9 @@ const CATCH_UP: Duration = Duration::from_secs(2);
 /// had no listener on a channel for a while stops reading it and lets it go. A
 /// channel's settings are stored with it, so every process builds the same copy.
 ///
+/// A process holds two Redis connections per node (one for commands, one that
+/// receives every served channel's new entries), however many channels it serves.
+///
 /// Two kinds of listener: [`subscribe`](SseChannels::subscribe) gives a stream whose
 /// listener lives and dies with it on this process (what a browser's `EventSource`
 /// wants; it resumes anywhere with `Last-Event-ID`);
