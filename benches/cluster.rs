@@ -9,7 +9,8 @@
 //! channels with one stream each, on one Redis and on the Redis Cluster: Redis
 //! connections, memory per channel, latency, nothing lost.
 //!
-//! `cargo bench --bench cluster [-- quick] [many]` (`many`: that run alone)
+//! `cargo bench --bench cluster [-- quick] [many | fixed]` (`many`: that run alone;
+//! `fixed`: all but that run)
 //!
 //! All of it shares this machine's cores: with 2 cores, more processes add no
 //! capacity; what the figures show is what the Redis hop and each extra process cost.
@@ -329,10 +330,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    if !std::env::args().any(|a| a == "many") {
+    let only = |run: &str| std::env::args().any(|a| a == run);
+    if !only("many") {
         fixed_channels(&rt, quick);
     }
-    many(&rt, quick);
+    if !only("fixed") {
+        many(&rt, quick);
+    }
 }
 
 /// The many-channels run: 1 channel (the reference), then 1,000 to 20,000, on one
@@ -357,9 +361,11 @@ fn many(rt: &tokio::runtime::Runtime, quick: bool) {
     );
     println!("One Redis:\n");
     many_channels::print_head();
+    let mut outcomes = Vec::new();
     for &count in counts {
         let o = rt.block_on(many_channels::run(&redis.url(), &[redis.url()], count));
         many_channels::print_row(&o);
+        outcomes.push(o);
     }
     match redis_support::RedisClusterNodes::start() {
         Err(reason) => println!("\nnot measured: the Redis Cluster did not start: {reason}"),
@@ -371,6 +377,9 @@ fn many(rt: &tokio::runtime::Runtime, quick: bool) {
                 many_channels::print_row(&o);
             }
         }
+    }
+    if let [one, .., most] = &outcomes[..] {
+        println!("\n{}", many_channels::summary(one, most));
     }
 }
 

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::eric_serve::EricServe;
-use super::{now_us, pct, start_eric};
+use super::{now_us, pct};
 
 /// Streams per HTTP/2 connection (hyper's server allows 200 at once by default).
 const STREAMS_PER_CONNECTION: usize = 150;
@@ -70,7 +70,19 @@ where
 /// stream each, streams alternating between the processes; broadcasts made on the
 /// first process.
 pub(crate) async fn run(urls: &str, nodes: &[String], channels: usize) -> Outcome {
-    let servers = [start_eric(Some(urls)), start_eric(Some(urls))];
+    // More channels than `eric serve` holds by default (10,000).
+    let start = || {
+        let args = [
+            "--capacity",
+            "0",
+            "--max-channels",
+            "50000",
+            "--cluster",
+            "--redis",
+        ];
+        EricServe::start(&[&args[..], &[urls]].concat())
+    };
+    let servers = [start(), start()];
     let rss_before: u64 = servers.iter().map(EricServe::rss).sum();
     let prefix = format!("many-{}", now_us());
     let ids: Vec<String> = (0..channels).map(|i| format!("{prefix}-{i}")).collect();
@@ -264,4 +276,20 @@ pub(crate) fn print_row(o: &Outcome) {
         o.lost,
         o.out_of_order
     );
+}
+
+/// The `summary:` line of `cargo bench --bench all`: the most channels against one, on
+/// one Redis.
+pub(crate) fn summary(one: &Outcome, most: &Outcome) -> String {
+    let clients = |o: &Outcome| o.clients.iter().max().copied().unwrap_or(0);
+    format!(
+        "summary: | cluster: {} channels, one stream each, over 2 processes on one Redis | {} Redis clients, p50 across processes {}, {} lost | 1 channel, same run: {} clients, p50 across {} | {:.1}x the clients |",
+        most.channels,
+        clients(most),
+        pct(&most.across, 0.5),
+        most.lost,
+        clients(one),
+        pct(&one.across, 0.5),
+        clients(most) as f64 / clients(one) as f64
+    )
 }
