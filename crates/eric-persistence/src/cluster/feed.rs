@@ -6,7 +6,7 @@
 //! the name's hash tag puts it on the channel's own shard; `PUBLISH` on one server). A
 //! process holds one subscriber connection per Redis node, shared by every channel it
 //! serves ([`Feed`]), and routes each notification to the channel's reader
-//! ([`super::reader`]), which applies it in place of an `XREAD`.
+//! ([`super::reader`]), which applies it.
 //!
 //! Pub/sub delivers at most once, so the stream stays the record: a reader reads it
 //! (`XRANGE` from the last entry it applied) after each subscription takes effect, and
