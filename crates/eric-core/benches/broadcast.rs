@@ -1,5 +1,6 @@
 //! eric-core's benchmark: broadcast enqueue and broadcast + drain next to a raw
-//! reference measured in the same run, idle CPU of waiting streams, and memory per idle
+//! reference measured in the same run (and the drain next to `tokio::sync::broadcast`
+//! and `async-broadcast`, driven the same way), idle CPU of waiting streams, and memory per idle
 //! listener.
 //!
 //! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|idle|memory ...]`;
@@ -213,6 +214,63 @@ async fn broadcast_and_drain(channel: &Channel, listeners: usize, per_sample: us
     elapsed
 }
 
+/// The same as [`broadcast_and_drain`] through `tokio::sync::broadcast`: one task per
+/// receiver, a capacity that never lags, the same message cloned into every slot.
+async fn tokio_broadcast_and_drain(listeners: usize, per_sample: usize) -> Duration {
+    let (sender, _) = tokio::sync::broadcast::channel(per_sample.max(2));
+    let done = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(tokio::sync::Notify::new());
+    for _ in 0..listeners {
+        let mut receiver = sender.subscribe();
+        let (done, all_done) = (Arc::clone(&done), Arc::clone(&all_done));
+        tokio::spawn(async move {
+            for _ in 0..per_sample {
+                black_box(receiver.recv().await.unwrap());
+            }
+            if done.fetch_add(1, Ordering::AcqRel) + 1 == listeners {
+                all_done.notify_one();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let msg = Message::new("news", payload());
+    let start = Instant::now();
+    for _ in 0..per_sample {
+        sender.send(msg.clone()).unwrap();
+    }
+    all_done.notified().await;
+    start.elapsed()
+}
+
+/// The same through `async-broadcast` (smol-rs): one task per receiver, a capacity
+/// that never overflows.
+async fn async_broadcast_and_drain(listeners: usize, per_sample: usize) -> Duration {
+    let (sender, receiver) = async_broadcast::broadcast(per_sample.max(2));
+    let done = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(tokio::sync::Notify::new());
+    for _ in 0..listeners {
+        let mut receiver = receiver.clone();
+        let (done, all_done) = (Arc::clone(&done), Arc::clone(&all_done));
+        tokio::spawn(async move {
+            for _ in 0..per_sample {
+                black_box(receiver.recv_direct().await.unwrap());
+            }
+            if done.fetch_add(1, Ordering::AcqRel) + 1 == listeners {
+                all_done.notify_one();
+            }
+        });
+    }
+    drop(receiver);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let msg = Message::new("news", payload());
+    let start = Instant::now();
+    for _ in 0..per_sample {
+        sender.try_broadcast(msg.clone()).unwrap();
+    }
+    all_done.notified().await;
+    start.elapsed()
+}
+
 fn bench_drain() {
     println!(
         "\n## broadcast + drain through message_stream (one tokio task per listener, 2 worker threads)\n"
@@ -221,9 +279,12 @@ fn bench_drain() {
         "Reference: the same fan-out into `Vec<VecDeque<Arc<_>>>` and a drain loop popping every queue, one thread, no wake-ups.\n"
     );
     println!(
-        "| listeners | msgs/listener | reference M deliveries/s | eric M deliveries/s | ratio | target |"
+        "Beside it, what a Rust user would pick instead, driven the same way (one task per receiver, same runtime, same message): `tokio::sync::broadcast` and `async-broadcast`.\n"
     );
-    println!("|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| listeners | msgs/listener | reference M deliveries/s | eric M deliveries/s | ratio | tokio broadcast M/s | eric / tokio | async-broadcast M/s | eric / async-broadcast | target |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let rt = runtime();
     let mut points = Vec::new();
     let mut summary = String::new();
@@ -238,6 +299,7 @@ fn bench_drain() {
             (0..listeners).map(|_| VecDeque::new()).collect();
         let channel: Channel<MessageAdapter> = Channel::default();
         let (mut ref_rate, mut eric_rate) = (Vec::new(), Vec::new());
+        let (mut tokio_rate, mut async_rate) = (Vec::new(), Vec::new());
         let start = Instant::now();
         while start.elapsed() < SAMPLE_BUDGET * 2 || ref_rate.len() < 5 {
             let t = Instant::now();
@@ -255,17 +317,30 @@ fn bench_drain() {
 
             let elapsed = rt.block_on(broadcast_and_drain(&channel, listeners, per_sample));
             eric_rate.push(deliveries / elapsed.as_secs_f64() / 1e6);
+            let elapsed = rt.block_on(tokio_broadcast_and_drain(listeners, per_sample));
+            tokio_rate.push(deliveries / elapsed.as_secs_f64() / 1e6);
+            let elapsed = rt.block_on(async_broadcast_and_drain(listeners, per_sample));
+            async_rate.push(deliveries / elapsed.as_secs_f64() / 1e6);
         }
         let (r, e) = (median(ref_rate), median(eric_rate));
-        let target = if listeners == 1_000 { ">= 10 M/s" } else { "" };
+        let (t, a) = (median(tokio_rate), median(async_rate));
+        let target = match listeners {
+            1_000 => ">= 10 M/s; >= 1.5x tokio",
+            10 | 10_000 => ">= 1.0x tokio",
+            _ => "",
+        };
         println!(
-            "| {listeners} | {per_sample} | {r:.1} | {e:.1} | {:.2} | {target} |",
-            e / r
+            "| {listeners} | {per_sample} | {r:.1} | {e:.1} | {:.2} | {t:.1} | {:.2} | {a:.1} | {:.2} | {target} |",
+            e / r,
+            e / t,
+            e / a
         );
         if listeners == 1_000 {
             summary = format!(
-                "summary: | core: broadcast + drain, 1,000 streams on tokio tasks | {e:.1} M deliveries/s | push + pop, one thread, no tasks: {r:.1} M/s | {:.2}x (target >= 10 M/s) |",
-                e / r
+                "summary: | core: broadcast + drain, 1,000 streams on tokio tasks | {e:.1} M deliveries/s | push + pop, one thread, no tasks: {r:.1} M/s | {:.2}x (target >= 10 M/s) |\nsummary: | core: broadcast + drain, 1,000 receivers on tokio tasks | {e:.1} M deliveries/s | tokio::sync::broadcast {t:.1} M/s; async-broadcast {a:.1} M/s | {:.2}x tokio, {:.2}x async-broadcast (target >= 1.5x tokio) |",
+                e / r,
+                e / t,
+                e / a
             );
         }
         points.push((listeners as f64, e * 1e6, r * 1e6));
