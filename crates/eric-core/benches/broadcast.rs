@@ -3,7 +3,7 @@
 //! and `async-broadcast`, driven the same way), idle CPU of waiting streams, and memory per idle
 //! listener.
 //!
-//! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|idle|memory ...]`;
+//! `cargo bench -p eric-core --bench broadcast [-- enqueue|drain|instructions|idle|memory ...]`;
 //! `-- growth` (not in the default run): broadcast cost and memory from 10 to 1,000,000
 //! listeners and up to 1,000,000 unread messages.
 //!
@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use eric_core::{Channel, Message, MessageAdapter, MessageQueueListener};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+
+#[path = "broadcast/instructions.rs"]
+mod instructions;
 
 /// Counts live heap bytes and allocations, to measure memory per listener exactly.
 struct Counting;
@@ -684,6 +687,9 @@ fn main() {
         // nothing here: these sizes are already quick.
         .filter(|a| !a.starts_with('-') && a != "quick")
         .collect();
+    if wanted.first().is_some_and(|w| w == "instructions-run") {
+        return instructions::run_one(&wanted[1..]);
+    }
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     println!(
         "# eric-core benchmark ({} cores)",
@@ -694,6 +700,9 @@ fn main() {
     }
     if run("drain") {
         bench_drain();
+    }
+    if run("instructions") {
+        instructions::bench();
     }
     if run("idle") {
         bench_idle();

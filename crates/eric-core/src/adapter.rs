@@ -18,6 +18,14 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Adapts one message, delivered as `delivery` says.
     fn adapt(&self, msg: &Message, delivery: &Delivery) -> Self::Output;
+
+    /// Adapts a message the caller hands over ([`adapt`](Self::adapt) unless an
+    /// adapter can use it as it is). Streams call this one: an adapter that yields the
+    /// message itself then costs no reference-count traffic on a message every
+    /// listener shares.
+    fn adapt_owned(&self, msg: Message, delivery: &Delivery) -> Self::Output {
+        self.adapt(&msg, delivery)
+    }
 }
 
 /// How a message reached its listener.
@@ -50,6 +58,10 @@ impl Adapter for MessageAdapter {
 
     fn adapt(&self, msg: &Message, _delivery: &Delivery) -> Message {
         msg.clone()
+    }
+
+    fn adapt_owned(&self, msg: Message, _delivery: &Delivery) -> Message {
+        msg
     }
 }
 

@@ -142,7 +142,7 @@ impl<A: Adapter> Stream for MessageStream<A> {
                 this.done = true;
                 this.forget_wakers();
             }
-            return Poll::Ready(Some(Ok(this.shared.adapter.adapt(&msg, &delivery))));
+            return Poll::Ready(Some(Ok(this.shared.adapter.adapt_owned(msg, &delivery))));
         }
     }
 }
