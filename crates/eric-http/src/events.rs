@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use eric_persistence::EventStream;
 use eric_prefabs::{SseEvent, sse_comment};
 use futures_util::Stream;
@@ -19,6 +19,7 @@ use crate::state::Metrics;
 /// timer, not a poll), and an in-band `_eric_error` event if the stream fails. Counts
 /// itself as an open stream while it lives, and each event as delivered. A stream
 /// opened with a token that expires ends then, with a `_eric_token_expired` event.
+/// With a write delay, the events that come within it after one are written together.
 pub(crate) struct SseBody {
     events: EventStream,
     keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -33,8 +34,21 @@ pub(crate) struct SseBody {
     /// Written before the first event (an `id:` line alone, which sets a browser's last
     /// event id without an event).
     preamble: Option<Bytes>,
+    /// Events waiting for their write (`HttpConfig::write_delay`).
+    gathering: Option<Gathering>,
     done: bool,
 }
+
+/// The events a stream with a write delay holds until the delay after the first of
+/// them has passed.
+struct Gathering {
+    delay: Duration,
+    bytes: BytesMut,
+    due: Pin<Box<Sleep>>,
+}
+
+/// Gathered events are written at once past this many bytes, delay or not.
+const GATHER_AT_MOST: usize = 64 * 1024;
 
 impl SseBody {
     pub(crate) fn new(
@@ -53,6 +67,7 @@ impl SseBody {
             metrics,
             lifetime: None,
             preamble: None,
+            gathering: None,
             done: false,
         }
     }
@@ -66,10 +81,53 @@ impl SseBody {
         self
     }
 
+    /// Gathers what comes within `delay` after an event into one write (`None`: each
+    /// event as it comes).
+    pub(crate) fn write_delay(mut self, delay: Option<Duration>) -> Self {
+        self.gathering = delay.map(|delay| Gathering {
+            delay,
+            bytes: BytesMut::new(),
+            due: Box::pin(tokio::time::sleep(delay)),
+        });
+        self
+    }
+
     /// Writes `bytes` first.
     pub(crate) fn preamble(mut self, bytes: impl Into<Bytes>) -> Self {
         self.preamble = Some(bytes.into());
         self
+    }
+}
+
+impl SseBody {
+    /// An event on its way to the client: counted, keep-alive postponed, encoded.
+    fn delivered(&mut self, event: SseEvent) -> Bytes {
+        self.metrics.delivered.inc();
+        if let Some(accepted) = event.accepted_at() {
+            self.metrics
+                .delivery_latency
+                .observe(accepted.elapsed().as_secs_f64());
+        }
+        if let Some((every, sleep)) = &mut self.keep_alive {
+            sleep.as_mut().reset(Instant::now() + *every);
+        }
+        Bytes::from(event.with_retry(self.retry_ms).encode())
+    }
+
+    /// The last write of the stream: what is gathered, then `last`.
+    fn last_write(&mut self, last: Option<Bytes>) -> Poll<Option<<Self as Stream>::Item>> {
+        self.done = true;
+        let gathered = self.gathering.as_mut().map(|g| g.bytes.split());
+        let bytes = match (gathered.filter(|g| !g.is_empty()), last) {
+            (Some(mut gathered), Some(last)) => {
+                gathered.extend_from_slice(&last);
+                gathered.freeze()
+            }
+            (Some(gathered), None) => gathered.freeze(),
+            (None, Some(last)) => last,
+            (None, None) => return Poll::Ready(None),
+        };
+        Poll::Ready(Some(Ok(bytes)))
     }
 }
 
@@ -87,57 +145,67 @@ impl Stream for SseBody {
         if let Some(lifetime) = &mut this.lifetime
             && lifetime.as_mut().poll(cx).is_ready()
         {
-            this.done = true;
-            return Poll::Ready(None);
+            return this.last_write(None);
         }
         if let Some((exp, expiry)) = &mut this.expiry
             && expiry.as_mut().poll(cx).is_ready()
         {
-            this.done = true;
             let data = serde_json::json!({ "reason": "token_expired", "exp": *exp }).to_string();
             let event = SseEvent::new(data).with_retry(this.retry_ms);
             let event = event.clone().with_event(TOKEN_EXPIRED).unwrap_or(event);
-            return Poll::Ready(Some(Ok(Bytes::from(event.encode()))));
+            return this.last_write(Some(Bytes::from(event.encode())));
         }
-        match this.events.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(event))) => {
-                this.metrics.delivered.inc();
-                if let Some(accepted) = event.accepted_at() {
-                    this.metrics
-                        .delivery_latency
-                        .observe(accepted.elapsed().as_secs_f64());
+        loop {
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    let bytes = this.delivered(event);
+                    let Some(gathering) = &mut this.gathering else {
+                        return Poll::Ready(Some(Ok(bytes)));
+                    };
+                    if gathering.bytes.is_empty() {
+                        let due = Instant::now() + gathering.delay;
+                        gathering.due.as_mut().reset(due);
+                    }
+                    gathering.bytes.extend_from_slice(&bytes);
+                    if gathering.bytes.len() >= GATHER_AT_MOST
+                        || gathering.due.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Some(Ok(gathering.bytes.split().freeze())));
+                    }
                 }
-                if let Some((every, sleep)) = &mut this.keep_alive {
+                Poll::Ready(Some(Err(err))) => {
+                    let data = serde_json::json!({ "error": err.to_string() }).to_string();
+                    let mut event = SseEvent::new(data).with_retry(this.retry_ms);
+                    if let Ok(typed) = event
+                        .clone()
+                        .with_event(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
+                    {
+                        event = typed;
+                    }
+                    return this.last_write(Some(Bytes::from(event.encode())));
+                }
+                Poll::Ready(None) => return this.last_write(None),
+                Poll::Pending => {
+                    if let Some(gathering) = &mut this.gathering
+                        && !gathering.bytes.is_empty()
+                    {
+                        // Written when the delay after the first of them has passed.
+                        return match gathering.due.as_mut().poll(cx) {
+                            Poll::Ready(()) => {
+                                Poll::Ready(Some(Ok(gathering.bytes.split().freeze())))
+                            }
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                    let Some((every, sleep)) = &mut this.keep_alive else {
+                        return Poll::Pending;
+                    };
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                     sleep.as_mut().reset(Instant::now() + *every);
+                    return Poll::Ready(Some(Ok(Bytes::from(sse_comment("")))));
                 }
-                let event = event.with_retry(this.retry_ms);
-                Poll::Ready(Some(Ok(Bytes::from(event.encode()))))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.done = true;
-                let data = serde_json::json!({ "error": err.to_string() }).to_string();
-                let mut event = SseEvent::new(data).with_retry(this.retry_ms);
-                if let Ok(typed) = event
-                    .clone()
-                    .with_event(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
-                {
-                    event = typed;
-                }
-                Poll::Ready(Some(Ok(Bytes::from(event.encode()))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let Some((every, sleep)) = &mut this.keep_alive else {
-                    return Poll::Pending;
-                };
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                sleep.as_mut().reset(Instant::now() + *every);
-                Poll::Ready(Some(Ok(Bytes::from(sse_comment("")))))
             }
         }
     }

@@ -88,6 +88,12 @@ pub struct HttpConfig {
     /// restart. For proxies that cut long responses, and to spread clients again over
     /// the processes of a cluster.
     pub max_stream_duration: Option<Duration>,
+    /// How long a stream gathers events before it writes them (default: none, each
+    /// event is written as it comes). With a delay, what a stream receives within it
+    /// after an event goes out in one write: fewer writes and system calls per event
+    /// when events come fast, at the cost of up to that much latency (Centrifugo's
+    /// `client.write_delay`).
+    pub write_delay: Option<Duration>,
     /// How long a graceful shutdown may take in all, from the signal to the last
     /// connection closed (default 10 s): connections still open then are dropped.
     pub shutdown_timeout: Duration,
@@ -124,6 +130,7 @@ impl Default for HttpConfig {
             overflow: OverflowPolicy::Disconnect,
             shutdown_timeout: Duration::from_secs(10),
             max_stream_duration: None,
+            write_delay: None,
         }
     }
 }
@@ -157,6 +164,13 @@ impl HttpConfig {
     /// Sets how long a stream lasts at most (`None`: no limit).
     pub fn max_stream_duration(mut self, duration: Option<Duration>) -> Self {
         self.max_stream_duration = duration;
+        self
+    }
+
+    /// Sets how long a stream gathers events before it writes them (`None`: each as it
+    /// comes).
+    pub fn write_delay(mut self, delay: Option<Duration>) -> Self {
+        self.write_delay = delay;
         self
     }
 
@@ -335,6 +349,7 @@ impl AppState {
             expires,
         )
         .lifetime(self.config.max_stream_duration)
+        .write_delay(self.config.write_delay)
     }
 
     /// The settings of a channel created here: the server's, with `id` if given.

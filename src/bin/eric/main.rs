@@ -162,6 +162,11 @@ enum Command {
         /// ends and its EventSource reconnects with Last-Event-ID, losing nothing.
         #[arg(long, default_value_t = 0.0, env = "ERIC_MAX_STREAM_DURATION")]
         max_stream_duration: f64,
+        /// Milliseconds a stream gathers events before it writes them (0: none, each
+        /// event is written as it comes): fewer writes when events come fast, at the
+        /// cost of up to that much latency.
+        #[arg(long, value_name = "MS", default_value_t = 0, env = "ERIC_WRITE_DELAY")]
+        write_delay: u64,
         /// The largest request body, in bytes.
         #[arg(long, default_value_t = 1 << 20, env = "ERIC_MAX_BODY_BYTES")]
         max_body_bytes: usize,
@@ -310,6 +315,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             replay_bytes,
             max_retained_bytes,
             max_stream_duration,
+            write_delay,
             max_body_bytes,
             header_timeout,
             request_timeout,
@@ -336,6 +342,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                         .ok()
                         .filter(|d| !d.is_zero()),
                 )
+                .write_delay((write_delay > 0).then(|| Duration::from_millis(write_delay)))
                 .max_body_bytes(max_body_bytes)
                 .header_read_timeout(Duration::from_secs(header_timeout.max(1)))
                 .request_timeout(Duration::from_secs(request_timeout.max(1)))
