@@ -31,6 +31,8 @@ mod allocator;
 mod latency;
 #[path = "load/soak.rs"]
 mod soak;
+#[path = "load/write_delay.rs"]
+mod write_delay;
 
 /// A client that sends `GET path` to the server at `base` and never reads: a 4 KiB
 /// receive buffer, so that kernel buffers fill soon.
@@ -84,7 +86,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn serve_eric(soak: bool) {
+/// `write_delay`: `HttpConfig::write_delay` ([`write_delay::delay`]).
+fn serve_eric(soak: bool, write_delay: bool) {
     let rt = runtime();
     rt.block_on(async {
         // The soak runs the server as `eric serve` does (keep-alive on, every default).
@@ -93,6 +96,7 @@ fn serve_eric(soak: bool) {
         } else {
             eric_http::HttpConfig::default().keep_alive(None)
         };
+        let config = config.write_delay(write_delay.then(write_delay::delay));
         let server = eric_http::HttpServer::bind("127.0.0.1:0", config)
             .await
             .unwrap();
@@ -558,8 +562,9 @@ fn main() {
         println!("{}", allocator::name());
     }
     match std::env::var(ROLE).as_deref() {
-        Ok("eric") => return serve_eric(false),
-        Ok("eric-soak") => return serve_eric(true),
+        Ok("eric") => return serve_eric(false, false),
+        Ok("eric-soak") => return serve_eric(true, false),
+        Ok("eric-write-delay") => return serve_eric(false, true),
         Ok("reference") => return serve_reference(false),
         Ok("reference-hyper") => return serve_reference(true),
         _ => {}
@@ -587,6 +592,15 @@ fn main() {
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let special = std::env::args().any(|a| a == "flood" || a == "stuck" || a == "h2");
+    if std::env::args().any(|a| a == "write-delay") {
+        let mut summary = Vec::new();
+        write_delay::bench(&rt, seconds, &mut summary);
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return;
+    }
     let mut panels = Vec::new();
     let mut summary = Vec::new();
     let mut eric_api_rate = None;
