@@ -380,7 +380,7 @@ async fn run_over(
         String,
         String,
         Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
-    ) = if server.kind == "eric" || server.kind == "eric-api" {
+    ) = if server.kind.starts_with("eric") {
         let created = json(http.put(format!("{}/create", server.base))).await;
         let channel = created["channel_id"].as_str().unwrap().to_owned();
         let url = format!("{}/broadcast?channel_id={channel}", server.base);
