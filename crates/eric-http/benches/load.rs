@@ -286,6 +286,19 @@ impl Server {
         }
     }
 
+    /// User-space CPU seconds used so far (utime).
+    fn user_cpu(&self) -> f64 {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        user_ticks(&fields) as f64 / 100.0
+    }
+
     /// (CPU seconds used so far, RSS bytes).
     fn usage(&self) -> (f64, u64) {
         let pid = self.child.id();
@@ -296,8 +309,8 @@ impl Server {
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ticks: u64 =
+            user_ticks(&fields) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rss_kb: u64 = status
             .lines()
@@ -306,6 +319,11 @@ impl Server {
             .unwrap_or(0);
         (ticks as f64 / 100.0, rss_kb * 1024)
     }
+}
+
+/// utime, in clock ticks, from the fields of `/proc/<pid>/stat` after the name.
+fn user_ticks(fields: &[&str]) -> u64 {
+    fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 impl Drop for Server {
@@ -331,6 +349,8 @@ struct Outcome {
     lost: u64,
     out_of_order: u64,
     cpu_percent: f64,
+    /// The user-space part of `cpu_percent`.
+    user_cpu_percent: f64,
     bytes_per_idle_stream: f64,
 }
 
@@ -471,6 +491,7 @@ async fn run_over(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (cpu_before, rss_idle) = server.usage();
+    let user_before = server.user_cpu();
 
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -485,6 +506,7 @@ async fn run_over(
     let elapsed = start.elapsed();
     drop(stuck_client);
     let (cpu_after, _) = server.usage();
+    let user_after = server.user_cpu();
     let tallies = tallies.lock().await;
     let received: u64 = tallies.iter().map(|t| t.received).sum();
     let mut latencies: Vec<u64> = tallies
@@ -507,6 +529,7 @@ async fn run_over(
         lost: total * streams as u64 - received,
         out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
         cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
+        user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
         bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
     }
 }

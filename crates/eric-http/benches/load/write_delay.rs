@@ -25,6 +25,11 @@ fn cpu_per_event_us(o: &Outcome) -> f64 {
     o.cpu_percent / 100.0 / o.deliveries_per_s * 1e6
 }
 
+/// The user-space part of it (utime), in µs.
+fn user_cpu_per_event_us(o: &Outcome) -> f64 {
+    o.user_cpu_percent / 100.0 / o.deliveries_per_s * 1e6
+}
+
 pub(crate) fn bench(rt: &tokio::runtime::Runtime, seconds: u64, summary: &mut Vec<String>) {
     let (streams, rate) = (1_000, 1_000);
     let mut outcomes = Vec::new();
@@ -44,14 +49,19 @@ pub(crate) fn bench(rt: &tokio::runtime::Runtime, seconds: u64, summary: &mut Ve
     println!(
         "\n## server CPU per delivered event, {streams} streams, {rate} broadcasts/s offered\n"
     );
-    println!("| server | CPU per event | ratio to the reference | p50 | p99 |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| server | CPU per event | ratio to the reference | user-space CPU per event | ratio | p50 | p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let reference = cpu_per_event_us(&outcomes[0].1);
+    let user_reference = user_cpu_per_event_us(&outcomes[0].1);
     for (name, o) in &outcomes {
         println!(
-            "| {name} | {:.2} µs | {:.2} | {:.1} ms | {:.1} ms |",
+            "| {name} | {:.2} µs | {:.2} | {:.2} µs | {:.2} | {:.1} ms | {:.1} ms |",
             cpu_per_event_us(o),
             cpu_per_event_us(o) / reference,
+            user_cpu_per_event_us(o),
+            user_cpu_per_event_us(o) / user_reference,
             o.p50_ms,
             o.p99_ms
         );
