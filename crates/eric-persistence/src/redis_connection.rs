@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -39,17 +39,20 @@ pub(crate) async fn connect(urls: &str) -> Result<RedisConnection> {
         let (_, connection) = crate::redis_storage::connect(urls.trim()).await?;
         return Ok(RedisConnection::Managed(connection));
     }
-    let commands = ClusterClient::builder(seeds.iter().copied())
+    let commands = cluster_builder(&seeds).build().map_err(failed)?;
+    let connection = commands.get_async_connection().await.map_err(failed)?;
+    Ok(RedisConnection::Cluster(connection))
+}
+
+/// A Redis Cluster client on `seeds`, as every connection of cluster mode wants it.
+pub(crate) fn cluster_builder(seeds: &[&str]) -> ClusterClientBuilder {
+    ClusterClient::builder(seeds.iter().copied())
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
         // A few quick retries ride out a failover's MOVED/TRYAGAIN; requests still
         // fail within seconds while a node is away.
         .retries(3)
         .max_retry_wait(500)
-        .build()
-        .map_err(failed)?;
-    let connection = commands.get_async_connection().await.map_err(failed)?;
-    Ok(RedisConnection::Cluster(connection))
 }
 
 impl ConnectionLike for RedisConnection {

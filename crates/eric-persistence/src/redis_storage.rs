@@ -21,16 +21,20 @@ const BATCH: usize = 1000;
 pub(crate) async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager)> {
     let failed = |source| storage_error("connect to", url, source);
     let client = redis::Client::open(url).map_err(failed)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        // Reconnection happens in the background; a request meanwhile fails at once.
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    let connection = ConnectionManager::new_with_config(client.clone(), config)
+    let connection = ConnectionManager::new_with_config(client.clone(), manager_config())
         .await
         .map_err(failed)?;
     Ok((client, connection))
+}
+
+/// How eric's self-reconnecting connections to one server behave: requests time out
+/// after 2 s; reconnection happens in the background, a request meanwhile fails at once.
+pub(crate) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// [`Error::Storage`] for a failed Redis request.

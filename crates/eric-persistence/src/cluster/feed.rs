@@ -15,17 +15,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::redis_connection::seeds;
-use crate::redis_storage::storage_error;
+use crate::redis_connection::{cluster_builder, seeds};
+use crate::redis_storage::{manager_config, storage_error};
 
 /// What the subscriber connection tells a channel's reader.
 pub(super) enum Note {
@@ -75,24 +73,15 @@ impl Feed {
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
             let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(failed)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500))
-                .set_push_sender(push);
+            let config = manager_config().set_push_sender(push);
             let connection = ConnectionManager::new_with_config(client, config)
                 .await
                 .map_err(failed)?;
             Subscriber::Single(connection)
         } else {
-            let client = ClusterClient::builder(seeds.iter().copied())
+            let client = cluster_builder(&seeds)
                 .use_protocol(ProtocolVersion::RESP3)
                 .push_sender(push)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(2))
-                .retries(3)
-                .max_retry_wait(500)
                 .build()
                 .map_err(failed)?;
             Subscriber::Sharded(client.get_async_connection().await.map_err(failed)?)

@@ -81,12 +81,17 @@ pub(super) enum Applied {
 pub(super) fn apply(
     channel: &SseChannel,
     attached: &mut HashMap<String, Attached>,
-    entry: &Entry,
+    entry: Entry,
 ) -> Applied {
-    let (seq, n) = entry.id;
-    let message_type = entry.message_type.clone();
+    let Entry {
+        id: (seq, n),
+        message_type,
+        payload,
+        to,
+        by,
+    } = entry;
     let next = channel.channel().next_seq();
-    if let Some(to) = &entry.to {
+    if let Some(to) = &to {
         // A dispatch (or a stored listener's removal or move) after broadcast `seq`.
         if next <= seq {
             return Applied::Gap;
@@ -97,14 +102,14 @@ pub(super) fn apply(
             listener.upto = (seq, n);
             let ends = match message_type.as_str() {
                 REMOVED => true,
-                MOVED => listener.taken_over((seq, n), entry.by.as_deref().unwrap_or_default()),
+                MOVED => listener.taken_over((seq, n), by.as_deref().unwrap_or_default()),
                 _ => false,
             };
             if ends {
                 attached.remove(to);
                 let _ = channel.remove_listener(to);
             } else if message_type != MOVED {
-                listener.deliver(channel, to, (seq, n), message(message_type, entry));
+                listener.deliver(channel, to, (seq, n), message(message_type, payload));
             }
         }
         return Applied::Done;
@@ -117,7 +122,7 @@ pub(super) fn apply(
         _ if n != 0 => Applied::Done,
         seq if seq < next => Applied::Done, // read already
         // Accepted by the process that published it: never refused by this one's budget.
-        seq if seq == next => match channel.channel().replicate(message(message_type, entry)) {
+        seq if seq == next => match channel.channel().replicate(message(message_type, payload)) {
             Ok(_) => Applied::Done,
             Err(_) => Applied::Closed,
         },
@@ -126,9 +131,9 @@ pub(super) fn apply(
 }
 
 /// The message an entry holds.
-fn message(message_type: String, entry: &Entry) -> Message {
+fn message(message_type: String, payload: String) -> Message {
     // Accepted, for this process's delivery-latency histogram, when it read it.
-    decode(message_type, entry.payload.clone()).accepted_now()
+    decode(message_type, payload).accepted_now()
 }
 
 pub(super) fn decode(message_type: String, payload: String) -> Message {
@@ -199,8 +204,9 @@ pub(super) async fn read(
             if entry.id <= state.last {
                 continue; // read from the stream already
             }
-            match apply(&channel, &mut state.attached, &entry) {
-                Applied::Done => state.last = entry.id,
+            let id = entry.id;
+            match apply(&channel, &mut state.attached, entry) {
+                Applied::Done => state.last = id,
                 Applied::Closed => break 'reading,
                 // Notified out of order: what is missing is read from the stream.
                 Applied::Gap => {
@@ -257,8 +263,9 @@ async fn resync(
             let Some(entry) = Entry::from_stream(entry) else {
                 return Ok(Applied::Gap);
             };
-            match apply(channel, &mut state.attached, &entry) {
-                Applied::Done => state.last = entry.id,
+            let id = entry.id;
+            match apply(channel, &mut state.attached, entry) {
+                Applied::Done => state.last = id,
                 other => return Ok(other),
             }
         }

@@ -88,7 +88,7 @@ impl RedisCluster {
             last: newest.unwrap_or((seq, 0)),
             attached: HashMap::new(),
         };
-        for entry in &backlog {
+        for entry in backlog {
             if apply(&channel, &mut read.attached, entry) == Applied::Closed {
                 return Err(not_found(id));
             }
