@@ -286,8 +286,8 @@ impl Server {
         }
     }
 
-    /// User-space CPU seconds used so far (utime).
-    fn user_cpu(&self) -> f64 {
+    /// (CPU seconds used so far, of which in user space, RSS bytes).
+    fn usage(&self) -> (f64, f64, u64) {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat
@@ -296,34 +296,26 @@ impl Server {
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        user_ticks(&fields) as f64 / 100.0
-    }
-
-    /// (CPU seconds used so far, RSS bytes).
-    fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: u64 =
-            user_ticks(&fields) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let tick = |at: usize| {
+            fields
+                .get(at)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime, in clock ticks (fields after the name).
+        let (user, system) = (tick(11), tick(12));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rss_kb: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        (ticks as f64 / 100.0, rss_kb * 1024)
+        (
+            (user + system) as f64 / 100.0,
+            user as f64 / 100.0,
+            rss_kb * 1024,
+        )
     }
-}
-
-/// utime, in clock ticks, from the fields of `/proc/<pid>/stat` after the name.
-fn user_ticks(fields: &[&str]) -> u64 {
-    fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 impl Drop for Server {
@@ -438,7 +430,7 @@ async fn run_over(
             .await
             .unwrap();
     }
-    let (_, rss_before) = server.usage();
+    let (_, _, rss_before) = server.usage();
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let total = rate * seconds;
     let mut readers = Vec::with_capacity(streams);
@@ -490,8 +482,7 @@ async fn run_over(
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (cpu_before, rss_idle) = server.usage();
-    let user_before = server.user_cpu();
+    let (cpu_before, user_before, rss_idle) = server.usage();
 
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -505,8 +496,7 @@ async fn run_over(
     }
     let elapsed = start.elapsed();
     drop(stuck_client);
-    let (cpu_after, _) = server.usage();
-    let user_after = server.user_cpu();
+    let (cpu_after, user_after, _) = server.usage();
     let tallies = tallies.lock().await;
     let received: u64 = tallies.iter().map(|t| t.received).sum();
     let mut latencies: Vec<u64> = tallies

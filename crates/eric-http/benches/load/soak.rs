@@ -199,7 +199,7 @@ pub(crate) async fn run(minutes: f64) {
     let start = Instant::now();
     let mut samples = Vec::new();
     loop {
-        let (_, rss) = server.usage();
+        let (_, _, rss) = server.usage();
         let sample = Sample {
             minutes: start.elapsed().as_secs_f64() / 60.0,
             rss_mib: rss as f64 / (1024.0 * 1024.0),
