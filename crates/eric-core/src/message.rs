@@ -1,6 +1,7 @@
 //! Messages: a type and a JSON payload, shared by reference between every queue that
 //! holds them.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -45,6 +46,14 @@ struct Inner {
     accepted_at: Option<std::time::Instant>,
     // Serialized once, on first use: a broadcast to N SSE streams serializes once.
     payload_json: OnceLock<Box<str>>,
+    // What an adapter made of it once for every delivery (see `Message::memo`).
+    memo: OnceLock<Memo>,
+}
+
+/// A value made from a message once, with the key that says what it depends on.
+struct Memo {
+    key: [u64; 2],
+    value: Box<dyn Any + Send + Sync>,
 }
 
 impl Message {
@@ -92,6 +101,7 @@ impl Message {
                 ends_stream,
                 accepted_at: None,
                 payload_json: OnceLock::new(),
+                memo: OnceLock::new(),
             }),
         }
     }
@@ -146,10 +156,48 @@ impl Message {
         })
     }
 
+    /// A value made from this message once and shared by every delivery of it: what
+    /// an adapter whose output is the same for every listener keeps here (eric-prefabs'
+    /// SSE adapter keeps each broadcast's encoded event), so that a broadcast to N
+    /// streams is adapted once, not N times.
+    ///
+    /// `key` names what the value depends on besides the message (the adapter and the
+    /// broadcast's sequence number, say). The message holds one value: the first key
+    /// to ask keeps it, and `make` runs only then. A caller with another key or type
+    /// gets `None` (a message broadcast into two channels, say) and makes its own.
+    ///
+    /// ```
+    /// use eric_core::Message;
+    ///
+    /// let msg = Message::new("news", 7);
+    /// let copy = msg.clone();
+    /// let made = msg.memo([1, 0], || format!("encoded {}", msg.payload_json()));
+    /// assert_eq!(made.map(String::as_str), Some("encoded 7"));
+    /// // Every handle of the message sees the value; `make` does not run again.
+    /// assert_eq!(copy.memo([1, 0], || unreachable!()), made);
+    /// // Another key does not get it.
+    /// assert_eq!(copy.memo::<String>([1, 1], || unreachable!()), None);
+    /// ```
+    pub fn memo<T: Any + Send + Sync>(
+        &self,
+        key: [u64; 2],
+        make: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        let memo = self.inner.memo.get_or_init(|| Memo {
+            key,
+            value: Box::new(make()),
+        });
+        if memo.key != key {
+            return None;
+        }
+        memo.value.downcast_ref()
+    }
+
     /// An estimate of the memory the message holds, in bytes, for a
-    /// [`MemoryBudget`](crate::MemoryBudget): twice its payload's JSON text (the parsed
-    /// value and the cached text, which an SSE delivery makes), its type and ids, and
-    /// the allocation itself. Serializes the payload once if nothing has yet.
+    /// [`MemoryBudget`](crate::MemoryBudget): three times its payload's JSON text (the
+    /// parsed value, the cached text and the encoded event an SSE delivery makes, see
+    /// [`memo`](Self::memo)), its type and ids, and the allocation itself. Serializes
+    /// the payload once if nothing has yet.
     pub fn retained_bytes(&self) -> u64 {
         let inner = &*self.inner;
         let text = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
@@ -158,7 +206,7 @@ impl Message {
             + inner.message_type.len()
             + text(&inner.sender_id)
             + text(&inner.id)
-            + 2 * self.payload_json().len()) as u64
+            + 3 * self.payload_json().len()) as u64
     }
 
     /// The sender's id, for signed and unique messages.

@@ -28,6 +28,12 @@ pub(crate) struct SseBody {
     /// This connection's `retry`, in place of the channel's: spread per connection so
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
+    /// Its line, written before each event's shared encoding.
+    retry_line: Box<[u8]>,
+    /// Where each event's bytes are put together: its space is used again once the
+    /// connection has written what was split off it, so an event costs a copy of its
+    /// bytes, not an allocation.
+    out: BytesMut,
     metrics: Arc<Metrics>,
     /// When the stream ends by itself (`HttpConfig::max_stream_duration`).
     lifetime: Option<Pin<Box<Sleep>>>,
@@ -64,6 +70,10 @@ impl SseBody {
             keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
             expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
+            retry_line: format!("retry: {retry_ms}\n")
+                .into_bytes()
+                .into_boxed_slice(),
+            out: BytesMut::new(),
             metrics,
             lifetime: None,
             preamble: None,
@@ -100,18 +110,29 @@ impl SseBody {
 }
 
 impl SseBody {
-    /// An event on its way to the client: counted, keep-alive postponed, encoded.
-    fn delivered(&mut self, event: SseEvent) -> Bytes {
-        self.metrics.delivered.inc();
+    /// An event on its way to the client: counted, keep-alive postponed, and put into
+    /// `out` as this connection's `retry` line and the event's encoding, which every
+    /// stream of a broadcast shares (made once, whatever the number of streams).
+    fn deliver_into(
+        event: &SseEvent,
+        retry_line: &[u8],
+        out: &mut BytesMut,
+        metrics: &Metrics,
+        keep_alive: &mut Option<(Duration, Pin<Box<Sleep>>)>,
+    ) {
+        metrics.delivered.inc();
         if let Some(accepted) = event.accepted_at() {
-            self.metrics
+            metrics
                 .delivery_latency
                 .observe(accepted.elapsed().as_secs_f64());
         }
-        if let Some((every, sleep)) = &mut self.keep_alive {
+        if let Some((every, sleep)) = keep_alive {
             sleep.as_mut().reset(Instant::now() + *every);
         }
-        Bytes::from(event.with_retry(self.retry_ms).encode())
+        let encoded = event.encoded_without_retry();
+        out.reserve(retry_line.len() + encoded.len());
+        out.extend_from_slice(retry_line);
+        out.extend_from_slice(&encoded);
     }
 
     /// The last write of the stream: what is gathered, then `last`.
@@ -158,15 +179,27 @@ impl Stream for SseBody {
         loop {
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let bytes = this.delivered(event);
                     let Some(gathering) = &mut this.gathering else {
-                        return Poll::Ready(Some(Ok(bytes)));
+                        Self::deliver_into(
+                            &event,
+                            &this.retry_line,
+                            &mut this.out,
+                            &this.metrics,
+                            &mut this.keep_alive,
+                        );
+                        return Poll::Ready(Some(Ok(this.out.split().freeze())));
                     };
                     if gathering.bytes.is_empty() {
                         let due = Instant::now() + gathering.delay;
                         gathering.due.as_mut().reset(due);
                     }
-                    gathering.bytes.extend_from_slice(&bytes);
+                    Self::deliver_into(
+                        &event,
+                        &this.retry_line,
+                        &mut gathering.bytes,
+                        &this.metrics,
+                        &mut this.keep_alive,
+                    );
                     if gathering.bytes.len() >= GATHER_AT_MOST
                         || gathering.due.as_mut().poll(cx).is_ready()
                     {

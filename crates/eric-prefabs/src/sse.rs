@@ -1,6 +1,9 @@
 //! Server-Sent Events on the wire: the event type and its exact encoding.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use crate::error::{Error, Result, truncated};
 
@@ -16,40 +19,87 @@ use crate::error::{Error, Result, truncated};
 /// assert_eq!(event.encode(), "event: note\nid: 7\ndata: line one\ndata: line two\n\n");
 /// # Ok::<(), eric_prefabs::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SseEvent {
-    event: Option<String>,
-    data: String,
-    id: Option<String>,
+    /// What is the same for every delivery of one broadcast, shared by its copies.
+    fields: Arc<Fields>,
     retry: Option<u64>,
     /// When the message it carries was accepted by a server (not on the wire, and not
     /// compared: two events are equal by what they say).
     accepted_at: Option<std::time::Instant>,
 }
 
+/// An event's fields but `retry` (which a server sets per connection), and their
+/// encoding once made: a broadcast to N streams is encoded once, not N times.
+#[derive(Clone, Default)]
+pub(crate) struct Fields {
+    event: Option<String>,
+    data: String,
+    id: Option<String>,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Fields {
+    pub(crate) fn new(data: String, event: Option<String>, id: Option<String>) -> Self {
+        Fields {
+            event,
+            data,
+            id,
+            encoded: OnceLock::new(),
+        }
+    }
+}
+
 impl PartialEq for SseEvent {
     fn eq(&self, other: &Self) -> bool {
-        (&self.event, &self.data, &self.id, self.retry)
-            == (&other.event, &other.data, &other.id, other.retry)
+        let (a, b) = (&*self.fields, &*other.fields);
+        (&a.event, &a.data, &a.id, self.retry) == (&b.event, &b.data, &b.id, other.retry)
     }
 }
 
 impl Eq for SseEvent {}
 
+impl fmt::Debug for SseEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseEvent")
+            .field("event", &self.fields.event)
+            .field("data", &self.fields.data)
+            .field("id", &self.fields.id)
+            .field("retry", &self.retry)
+            .field("accepted_at", &self.accepted_at)
+            .finish()
+    }
+}
+
 impl SseEvent {
     /// An event of the default type (`message`) carrying `data`.
     pub fn new(data: impl Into<String>) -> Self {
+        Self::from_fields(Arc::new(Fields::new(data.into(), None, None)))
+    }
+
+    /// An event sharing `fields` (and their encoding) with every other event made
+    /// from them.
+    pub(crate) fn from_fields(fields: Arc<Fields>) -> Self {
         SseEvent {
-            data: data.into(),
-            ..SseEvent::default()
+            fields,
+            retry: None,
+            accepted_at: None,
         }
+    }
+
+    /// The fields to change: this event's own copy if others share them (a copy
+    /// without the encoding, which no longer says what they do).
+    fn fields_mut(&mut self) -> &mut Fields {
+        let fields = Arc::make_mut(&mut self.fields);
+        fields.encoded = OnceLock::new();
+        fields
     }
 
     /// Sets the event type; [`Error::InvalidSseField`] if it holds a CR or LF.
     pub fn with_event(mut self, event: impl Into<String>) -> Result<Self> {
         let event = event.into();
         check_field("event", &event, false)?;
-        self.event = Some(event);
+        self.fields_mut().event = Some(event);
         Ok(self)
     }
 
@@ -58,19 +108,19 @@ impl SseEvent {
     pub fn with_id(mut self, id: impl Into<String>) -> Result<Self> {
         let id = id.into();
         check_field("id", &id, true)?;
-        self.id = Some(id);
+        self.fields_mut().id = Some(id);
         Ok(self)
     }
 
     /// Sets a type the caller knows to be valid (no CR or LF).
     pub(crate) fn with_event_unchecked(mut self, event: impl Into<String>) -> Self {
-        self.event = Some(event.into());
+        self.fields_mut().event = Some(event.into());
         self
     }
 
     /// Sets an id the caller knows to be valid (no CR, LF or NUL).
     pub(crate) fn with_id_unchecked(mut self, id: impl Into<String>) -> Self {
-        self.id = Some(id.into());
+        self.fields_mut().id = Some(id.into());
         self
     }
 
@@ -94,17 +144,17 @@ impl SseEvent {
 
     /// The event type, if set (`message` for the browser otherwise).
     pub fn event(&self) -> Option<&str> {
-        self.event.as_deref()
+        self.fields.event.as_deref()
     }
 
     /// The data.
     pub fn data(&self) -> &str {
-        &self.data
+        &self.fields.data
     }
 
     /// The id, if set.
     pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
+        self.fields.id.as_deref()
     }
 
     /// The reconnection time in milliseconds, if set.
@@ -113,31 +163,68 @@ impl SseEvent {
     }
 
     /// The event as it goes on the wire (WHATWG HTML, section 9.2): `event`, `id` and
-    /// `retry` lines, then one `data` line for each line of the data (split on CR LF,
+    /// `retry` lines when set, then one `data` line per line of data (split on CR LF,
     /// CR and LF), then a blank line.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(self.data.len() + 32);
+        let mut out = String::with_capacity(self.fields.data.len() + 32);
         self.encode_into(&mut out);
         out
     }
 
     /// Appends the encoding to `out`.
     pub fn encode_into(&self, out: &mut String) {
-        if let Some(event) = &self.event {
+        let fields = &*self.fields;
+        if let Some(event) = &fields.event {
             push_field(out, "event", event);
         }
-        if let Some(id) = &self.id {
+        if let Some(id) = &fields.id {
             push_field(out, "id", id);
         }
         if let Some(retry) = self.retry {
             // Writing to a String cannot fail.
             let _ = writeln!(out, "retry: {retry}");
         }
-        for line in data_lines(&self.data) {
-            push_field(out, "data", line);
-        }
-        out.push('\n');
+        push_data(out, &fields.data);
     }
+
+    /// The encoding of everything but `retry`, made once and shared by every copy of
+    /// this event: what a server that sends each connection its own `retry` writes
+    /// after that line, so that a broadcast to N streams is encoded once. Cloning the
+    /// result costs no copy.
+    ///
+    /// ```
+    /// use eric_prefabs::SseEvent;
+    ///
+    /// let event = SseEvent::new("x").with_event("note")?.with_retry(5);
+    /// assert_eq!(&event.encoded_without_retry()[..], b"event: note\ndata: x\n\n");
+    /// assert_eq!(event.encode(), "event: note\nretry: 5\ndata: x\n\n");
+    /// # Ok::<(), eric_prefabs::Error>(())
+    /// ```
+    pub fn encoded_without_retry(&self) -> Bytes {
+        let fields = &*self.fields;
+        fields
+            .encoded
+            .get_or_init(|| {
+                let mut out = String::with_capacity(fields.data.len() + 32);
+                if let Some(event) = &fields.event {
+                    push_field(&mut out, "event", event);
+                }
+                if let Some(id) = &fields.id {
+                    push_field(&mut out, "id", id);
+                }
+                push_data(&mut out, &fields.data);
+                Bytes::from(out)
+            })
+            .clone()
+    }
+}
+
+/// The `data` lines of `data` and the blank line that ends the event.
+fn push_data(out: &mut String, data: &str) {
+    for line in data_lines(data) {
+        push_field(out, "data", line);
+    }
+    out.push('\n');
 }
 
 /// A comment line, which clients ignore: what keep-alives send. Line breaks in `text`

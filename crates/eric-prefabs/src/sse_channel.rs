@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use eric_core::{
@@ -13,7 +14,7 @@ use futures_core::{FusedStream, Stream};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::sse::{SseEvent, is_valid_event};
+use crate::sse::{Fields, SseEvent, is_valid_event};
 
 /// eric-sse's default reconnection time, in milliseconds.
 pub const DEFAULT_RETRY_MS: u64 = 5;
@@ -35,7 +36,13 @@ pub const MESSAGE_TYPE_TOKEN_EXPIRED: &str = "_eric_token_expired";
 pub struct SseAdapter {
     retry_ms: u64,
     epoch: Arc<str>,
+    /// Names this adapter (and its copies) in the memo of each broadcast it encodes:
+    /// a message broadcast into another channel too is not given this one's ids.
+    memo_key: u64,
 }
+
+/// Numbers the adapters of this process for [`SseAdapter::memo_key`].
+static ADAPTERS: AtomicU64 = AtomicU64::new(0);
 
 impl SseAdapter {
     /// The event id of broadcast `seq`.
@@ -69,27 +76,43 @@ impl Adapter for SseAdapter {
     type Output = SseEvent;
 
     fn adapt(&self, msg: &Message, delivery: &Delivery) -> SseEvent {
-        let event = if is_valid_event(msg.message_type()) {
-            SseEvent::new(msg.payload_json()).with_event_unchecked(msg.message_type())
+        let fields = match delivery.seq {
+            // A broadcast: every listener gets the same fields, made (and encoded) once.
+            Some(seq) => msg
+                .memo([self.memo_key, seq], || {
+                    Arc::new(self.fields(msg, Some(seq)))
+                })
+                .cloned()
+                .unwrap_or_else(|| Arc::new(self.fields(msg, Some(seq)))),
+            None => Arc::new(self.fields(msg, None)),
+        };
+        SseEvent::from_fields(fields)
+            .with_retry(self.retry_ms)
+            .with_accepted_at(msg.accepted_at())
+    }
+}
+
+impl SseAdapter {
+    /// The fields of the event for `msg`, broadcast `seq` if it is one.
+    fn fields(&self, msg: &Message, seq: Option<u64>) -> Fields {
+        let (event, data) = if is_valid_event(msg.message_type()) {
+            (msg.message_type(), msg.payload_json().to_owned())
         } else {
             // Only reachable through the core channel, which does not check types:
             // report it in-band rather than corrupt the stream.
             let error = json!({ "error": "message type is not a valid SSE event name" });
-            SseEvent::new(error.to_string())
-                .with_event_unchecked(eric_core::MESSAGE_TYPE_INTERNAL_ERROR)
+            (eric_core::MESSAGE_TYPE_INTERNAL_ERROR, error.to_string())
         };
-        let event = event
-            .with_retry(self.retry_ms)
-            .with_accepted_at(msg.accepted_at());
-        match delivery.seq {
+        let id = match seq {
             // The closed marker takes a place in the log but is no broadcast: with an
             // id, a client would resume past a number that the channel's next life (a
             // restarted process, another process of a cluster) gives to a real event.
-            Some(_) if msg.message_type() == eric_core::MESSAGE_TYPE_CLOSED => event,
+            Some(_) if msg.message_type() == eric_core::MESSAGE_TYPE_CLOSED => None,
             // The epoch was checked when the channel was built; a number is digits.
-            Some(seq) => event.with_id_unchecked(self.event_id(seq)),
-            None => event,
-        }
+            Some(seq) => Some(self.event_id(seq)),
+            None => None,
+        };
+        Fields::new(data, Some(event.to_owned()), id)
     }
 }
 
@@ -241,6 +264,7 @@ impl SseChannelBuilder {
         let adapter = SseAdapter {
             retry_ms: self.retry_ms,
             epoch: epoch.into(),
+            memo_key: ADAPTERS.fetch_add(1, Ordering::Relaxed),
         };
         Ok(SseChannel {
             channel: builder.build(adapter)?,
