@@ -9,6 +9,7 @@
 //! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck|h2]` (`flood`: 10,000
 //! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
 //! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
+//! `-- write-delay` ([`write_delay`]); `-- instructions` (callgrind, [`instructions`]);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -27,6 +28,8 @@ const ROLE: &str = "ERIC_LOAD_ROLE";
 
 #[path = "load/allocator.rs"]
 mod allocator;
+#[path = "load/instructions.rs"]
+mod instructions;
 #[path = "load/latency.rs"]
 mod latency;
 #[path = "load/soak.rs"]
@@ -184,6 +187,8 @@ struct Server {
     kind: &'static str,
     /// What its memory is allocated by.
     allocator: &'static str,
+    /// Whether it runs under callgrind ([`instructions`]).
+    callgrind: bool,
 }
 
 /// The Python interpreter of the throwaway virtualenv the eric-socket `python_client`
@@ -237,6 +242,7 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             kind: "eric-api",
             allocator: "CPython",
+            callgrind: false,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -261,7 +267,29 @@ impl Server {
 
     /// `allocator`: `system` or `jemalloc`.
     fn start_on(kind: &'static str, allocator: &'static str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn(
+            kind,
+            allocator,
+            Command::new(std::env::current_exe().unwrap()),
+        )
+    }
+
+    /// A server as it ships, under callgrind ([`instructions`]).
+    fn start_under_callgrind(kind: &'static str) -> Self {
+        let allocator = if kind.starts_with("eric") {
+            "jemalloc"
+        } else {
+            "system"
+        };
+        let command = instructions::command(kind, std::env::current_exe().unwrap());
+        let mut server = Self::spawn(kind, allocator, command);
+        server.callgrind = true;
+        server
+    }
+
+    /// Runs `command` as a `kind` server on `allocator`.
+    fn spawn(kind: &'static str, allocator: &'static str, mut command: Command) -> Self {
+        let mut child = command
             .env(ROLE, kind)
             .env(allocator::VAR, allocator)
             .stdout(Stdio::piped())
@@ -283,6 +311,7 @@ impl Server {
             base: format!("http://{}", line.trim()),
             kind,
             allocator,
+            callgrind: false,
         }
     }
 
@@ -344,6 +373,9 @@ struct Outcome {
     /// The user-space part of `cpu_percent`.
     user_cpu_percent: f64,
     bytes_per_idle_stream: f64,
+    /// Instructions the server ran while the broadcasts were made and delivered, when
+    /// it runs under callgrind.
+    instructions: Option<u64>,
 }
 
 /// Sends `request` and reads its answer's JSON.
@@ -484,6 +516,7 @@ async fn run_over(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (cpu_before, user_before, rss_idle) = server.usage();
 
+    server.zero_instructions();
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     for seq in 0..total {
@@ -495,6 +528,7 @@ async fn run_over(
         reader.await.unwrap();
     }
     let elapsed = start.elapsed();
+    let instructions = server.instructions();
     drop(stuck_client);
     let (cpu_after, user_after, _) = server.usage();
     let tallies = tallies.lock().await;
@@ -521,6 +555,7 @@ async fn run_over(
         cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
         user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
         bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
+        instructions,
     }
 }
 
@@ -605,6 +640,15 @@ fn main() {
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let special = std::env::args().any(|a| a == "flood" || a == "stuck" || a == "h2");
+    if std::env::args().any(|a| a == "instructions") {
+        let mut summary = Vec::new();
+        instructions::bench(&rt, &mut summary);
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "write-delay") {
         let mut summary = Vec::new();
         write_delay::bench(&rt, seconds, &mut summary);
