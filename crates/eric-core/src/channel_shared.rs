@@ -72,6 +72,15 @@ impl<A> Shared<A> {
                     dropped: d.dropped,
                 });
             }
+            // Caught up, the usual case for a stream polled after its last message:
+            // said by two atomic loads and the queue's check, without the cursor's lock.
+            // (A broadcast whose head is not published yet is seen by the read after
+            // the stream registers its waker, or wakes it.)
+            if connection.position() >= self.log.head()
+                && connection.queue().peek_broadcasts_before().is_none()
+            {
+                return Ok(None);
+            }
             match connection.next(&self.log) {
                 Next::Message(msg, delivery) => return Ok(Some((msg, delivery))),
                 Next::Empty => return Ok(None),

@@ -97,11 +97,6 @@ impl Connection {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// A key unique to this connection while it lives.
-    pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
-    }
-
     pub(crate) fn mark_removed(&self) {
         self.inner.removed.store(true, Ordering::Release);
         self.inner.listener.state().wake_consumer();

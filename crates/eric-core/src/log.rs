@@ -1,9 +1,11 @@
 //! The broadcast log: one copy of each broadcast, read by every listener at its own
 //! cursor. A broadcast costs the same for ten listeners as for a million.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::Waker;
+
+use slab::Slab;
 
 use crate::budget::MemoryBudget;
 use crate::message::Message;
@@ -57,8 +59,20 @@ struct LogState {
     segments: VecDeque<Arc<Segment>>,
     /// The bytes of the segments above (when the log sizes its messages).
     bytes: u64,
-    /// Consumers waiting for the next broadcast, by connection.
-    waiters: HashMap<usize, Waker>,
+    /// Consumers waiting for the next broadcast. Each knows its place ([`WaiterSlot`]),
+    /// so registering again and leaving cost no search and no hashing.
+    waiters: Slab<Waker>,
+    /// How many times the waiters were woken and cleared: a slot taken before the
+    /// last clearing is no longer its consumer's.
+    clearings: u64,
+}
+
+/// A consumer's place among the log's waiters, kept by the consumer.
+#[derive(Debug, Default)]
+pub(crate) struct WaiterSlot {
+    key: usize,
+    /// The log's `clearings` when the place was taken; `None`: no place.
+    taken_at: Option<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,7 +98,8 @@ impl BroadcastLog {
             state: Mutex::new(LogState {
                 segments: VecDeque::from([Segment::new(first, None)]),
                 bytes: 0,
-                waiters: HashMap::new(),
+                waiters: Slab::new(),
+                clearings: 0,
             }),
             head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
@@ -170,11 +185,8 @@ impl BroadcastLog {
             if state.waiters.is_empty() {
                 return seq;
             }
-            state
-                .waiters
-                .drain()
-                .map(|(_, waker)| waker)
-                .collect::<Vec<_>>()
+            state.clearings += 1;
+            state.waiters.drain().collect::<Vec<_>>()
         };
         // Outside the lock: woken tasks re-register at once on other threads.
         woken.into_iter().for_each(Waker::wake);
@@ -348,24 +360,33 @@ impl BroadcastLog {
         cursor.next += n;
     }
 
-    /// Registers `waker` (keyed by `key`) to be woken by the next broadcast.
-    pub(crate) fn register_waiter(&self, key: usize, waker: &Waker) {
-        let waiters = &mut lock(&self.state).waiters;
-        match waiters.get(&key) {
-            Some(registered) if registered.will_wake(waker) => {}
-            _ => {
-                waiters.insert(key, waker.clone());
+    /// Registers `waker` to be woken by the next broadcast, in the consumer's `slot`
+    /// (its place, if it still has one: registering twice wakes once).
+    pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker) {
+        let state = &mut *lock(&self.state);
+        if slot.taken_at == Some(state.clearings)
+            && let Some(registered) = state.waiters.get_mut(slot.key)
+        {
+            if !registered.will_wake(waker) {
+                *registered = waker.clone();
             }
+            return;
         }
+        slot.key = state.waiters.insert(waker.clone());
+        slot.taken_at = Some(state.clearings);
     }
 
-    /// Forgets `key`'s waiter if it is `waker` (a consumer going away).
-    pub(crate) fn remove_waiter(&self, key: usize, waker: &Waker) {
+    /// Gives up the consumer's place, if it still has one (a consumer going away).
+    pub(crate) fn remove_waiter(&self, slot: &mut WaiterSlot) {
+        let Some(taken_at) = slot.taken_at.take() else {
+            return;
+        };
         let stale = {
-            let waiters = &mut lock(&self.state).waiters;
-            match waiters.get(&key) {
-                Some(registered) if registered.will_wake(waker) => waiters.remove(&key),
-                _ => None,
+            let state = &mut *lock(&self.state);
+            if taken_at == state.clearings {
+                state.waiters.try_remove(slot.key)
+            } else {
+                None
             }
         };
         drop(stale);

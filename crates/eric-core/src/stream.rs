@@ -11,6 +11,7 @@ use crate::adapter::Adapter;
 use crate::channel_shared::Shared;
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::log::WaiterSlot;
 
 /// The stream of a listener's messages, adapted by its channel's adapter (what
 /// [`Channel::message_stream`](crate::Channel::message_stream) and [`Channel::watch`](crate::Channel::watch) return).
@@ -34,6 +35,8 @@ pub struct MessageStream<A: Adapter> {
     done: bool,
     // The waker last registered, so that dropping the stream can take back exactly it.
     registered: Option<Waker>,
+    // Its place among the broadcast log's waiters.
+    waiter: WaiterSlot,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -46,6 +49,7 @@ impl<A: Adapter> MessageStream<A> {
             owns_listener,
             done: false,
             registered: None,
+            waiter: WaiterSlot::default(),
         }
     }
 
@@ -79,16 +83,14 @@ impl<A: Adapter> MessageStream<A> {
         if let Some(waker) = self.registered.take() {
             self.connection.queue().detach(&waker);
             self.connection.listener().state().detach_consumer(&waker);
-            self.shared.log.remove_waiter(self.connection.key(), &waker);
+            self.shared.log.remove_waiter(&mut self.waiter);
         }
     }
 
     /// Asks to be woken by a broadcast, a dispatch, or a stop, removal or takeover.
     /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
     fn register(&mut self, waker: &Waker) -> bool {
-        self.shared
-            .log
-            .register_waiter(self.connection.key(), waker);
+        self.shared.log.register_waiter(&mut self.waiter, waker);
         self.connection.listener().state().register_consumer(waker);
         if self
             .registered
