@@ -28,17 +28,14 @@ pub(crate) struct SseBody {
     /// This connection's `retry`, in place of the channel's: spread per connection so
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
-    /// Its line, written before each event's shared encoding.
-    retry_line: Box<[u8]>,
-    /// Where each event's bytes are put together: its space is used again once the
-    /// connection has written what was split off it, so an event costs a copy of its
-    /// bytes, not an allocation.
-    out: BytesMut,
+    /// Whether an event carried it yet: the first does, the others need not (a client
+    /// keeps the last it was sent).
+    retry_sent: bool,
     metrics: Arc<Metrics>,
     /// When the stream ends by itself (`HttpConfig::max_stream_duration`).
     lifetime: Option<Pin<Box<Sleep>>>,
-    /// Written before the first event (an `id:` line alone, which sets a browser's last
-    /// event id without an event).
+    /// Written first, if set: an `id:` line and this connection's `retry`, which set a
+    /// browser's last event id and reconnection time without an event.
     preamble: Option<Bytes>,
     /// Events waiting for their write (`HttpConfig::write_delay`).
     gathering: Option<Gathering>,
@@ -70,10 +67,7 @@ impl SseBody {
             keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
             expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
-            retry_line: format!("retry: {retry_ms}\n")
-                .into_bytes()
-                .into_boxed_slice(),
-            out: BytesMut::new(),
+            retry_sent: false,
             metrics,
             lifetime: None,
             preamble: None,
@@ -102,24 +96,29 @@ impl SseBody {
         self
     }
 
-    /// Writes `bytes` first.
-    pub(crate) fn preamble(mut self, bytes: impl Into<Bytes>) -> Self {
-        self.preamble = Some(bytes.into());
+    /// Writes `bytes` first, with this connection's `retry` (a browser takes it from a
+    /// block without data too: a stream dropped before its first event comes back at
+    /// this connection's time as well).
+    pub(crate) fn preamble(mut self, bytes: impl Into<String>) -> Self {
+        let mut bytes = bytes.into();
+        bytes.truncate(bytes.trim_end_matches('\n').len());
+        self.preamble = Some(Bytes::from(format!(
+            "{bytes}\nretry: {}\n\n",
+            self.retry_ms
+        )));
         self
     }
 }
 
 impl SseBody {
-    /// An event on its way to the client: counted, keep-alive postponed, and put into
-    /// `out` as this connection's `retry` line and the event's encoding, which every
-    /// stream of a broadcast shares (made once, whatever the number of streams).
-    fn deliver_into(
+    /// An event on its way to the client: counted, keep-alive postponed; its bytes are
+    /// the event's encoding, which every stream of a broadcast shares (made once,
+    /// whatever the number of streams, and written without a copy).
+    fn delivered(
         event: &SseEvent,
-        retry_line: &[u8],
-        out: &mut BytesMut,
         metrics: &Metrics,
         keep_alive: &mut Option<(Duration, Pin<Box<Sleep>>)>,
-    ) {
+    ) -> Bytes {
         metrics.delivered.inc();
         if let Some(accepted) = event.accepted_at() {
             metrics
@@ -129,10 +128,7 @@ impl SseBody {
         if let Some((every, sleep)) = keep_alive {
             sleep.as_mut().reset(Instant::now() + *every);
         }
-        let encoded = event.encoded_without_retry();
-        out.reserve(retry_line.len() + encoded.len());
-        out.extend_from_slice(retry_line);
-        out.extend_from_slice(&encoded);
+        event.encoded_without_retry()
     }
 
     /// The last write of the stream: what is gathered, then `last`.
@@ -179,27 +175,23 @@ impl Stream for SseBody {
         loop {
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
+                    let encoded = Self::delivered(&event, &this.metrics, &mut this.keep_alive);
+                    let retry = (!std::mem::replace(&mut this.retry_sent, true))
+                        .then(|| format!("retry: {}\n", this.retry_ms));
                     let Some(gathering) = &mut this.gathering else {
-                        Self::deliver_into(
-                            &event,
-                            &this.retry_line,
-                            &mut this.out,
-                            &this.metrics,
-                            &mut this.keep_alive,
-                        );
-                        return Poll::Ready(Some(Ok(this.out.split().freeze())));
+                        let Some(retry) = retry else {
+                            return Poll::Ready(Some(Ok(encoded)));
+                        };
+                        return Poll::Ready(Some(Ok([retry.as_bytes(), &encoded].concat().into())));
                     };
                     if gathering.bytes.is_empty() {
                         let due = Instant::now() + gathering.delay;
                         gathering.due.as_mut().reset(due);
                     }
-                    Self::deliver_into(
-                        &event,
-                        &this.retry_line,
-                        &mut gathering.bytes,
-                        &this.metrics,
-                        &mut this.keep_alive,
-                    );
+                    if let Some(retry) = retry {
+                        gathering.bytes.extend_from_slice(retry.as_bytes());
+                    }
+                    gathering.bytes.extend_from_slice(&encoded);
                     if gathering.bytes.len() >= GATHER_AT_MOST
                         || gathering.due.as_mut().poll(cx).is_ready()
                     {

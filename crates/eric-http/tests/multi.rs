@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use eric_http::{HttpConfig, HttpServer, MultiEventId};
 use eric_persistence::{ChannelSettings, SharedChannels};
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{EventStream, Running, next};
@@ -312,4 +313,33 @@ fn ids_round_trip_and_anything_else_is_refused() {
     }
     let long = "%2C".repeat(eric_http::MAX_POSITION_BYTES + 1);
     assert_eq!(MultiEventId::parse(&long, 1), None);
+}
+
+/// Before any event, the stream says where it starts and when to come back: a client
+/// dropped then resumes from there, at this connection's own reconnection time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_opens_with_its_starting_id_and_retry() {
+    let server = serve(Backend::Memory, 16).await;
+    let running = &server.running;
+    let response = running
+        .http
+        .get(running.url("/events?channel=a&channel=b"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let opening = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let opening = String::from_utf8(opening.to_vec()).unwrap();
+    let lines: Vec<&str> = opening.split('\n').collect();
+    assert!(lines[0].starts_with("id: "), "{opening:?}");
+    let retry: u64 = lines[1].strip_prefix("retry: ").unwrap().parse().unwrap();
+    assert!(
+        (1_500..=4_500).contains(&retry),
+        "{retry} ms around the 3 s default"
+    );
+    assert_eq!(&lines[2..], ["", ""], "one block, no event: {opening:?}");
 }
