@@ -6,7 +6,7 @@ use std::task::Waker;
 
 use crate::error::{BoxError, Result, validate_id};
 use crate::message::Message;
-use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// A listener of a channel (eric-sse's `MessageQueueListener`).
 ///
@@ -83,6 +83,10 @@ pub struct ListenerState {
     // removed, so that it ends without polling. A mutex rather than an atomic waker so
     // that a dropped stream can remove its own waker without racing a newer stream's.
     consumer: Mutex<Option<Waker>>,
+    // How many times the consumer's waker was taken (woken, detached or replaced),
+    // counted under the lock: a stream whose waker was registered since the last time need not
+    // register it again (no lock while a stream waits for message after message).
+    takes: AtomicU64,
 }
 
 impl ListenerState {
@@ -104,6 +108,7 @@ impl ListenerState {
             id,
             running: AtomicBool::new(false),
             consumer: Mutex::new(None),
+            takes: AtomicU64::new(0),
         }
     }
 
@@ -137,16 +142,42 @@ impl ListenerState {
         self.consumer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn register_consumer(&self, waker: &Waker) {
+    /// Registers `waker` as the consumer's; returns the number of takes so far, which
+    /// stays the same for as long as it stays registered.
+    pub(crate) fn register_consumer(&self, waker: &Waker) -> u64 {
         let mut slot = self.consumer();
         match &*slot {
             Some(registered) if registered.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
+            _ => {
+                // Another stream's waker replaced is taken from it too.
+                let replaced = self.take_consumer(&mut slot);
+                *slot = Some(waker.clone());
+                drop(replaced);
+            }
         }
+        self.takes.load(Ordering::Acquire)
+    }
+
+    /// The number of takes so far (see [`register_consumer`](Self::register_consumer)).
+    pub(crate) fn consumer_takes(&self) -> u64 {
+        self.takes.load(Ordering::Acquire)
+    }
+
+    /// Takes the consumer's waker, counting the take (under the lock, so that a
+    /// registration reads a count its waker is in place for).
+    fn take_consumer(&self, slot: &mut Option<Waker>) -> Option<Waker> {
+        let taken = slot.take();
+        if taken.is_some() {
+            self.takes.fetch_add(1, Ordering::AcqRel);
+        }
+        taken
     }
 
     pub(crate) fn wake_consumer(&self) {
-        let waker = self.consumer().take();
+        let waker = {
+            let mut slot = self.consumer();
+            self.take_consumer(&mut slot)
+        };
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -156,7 +187,7 @@ impl ListenerState {
         let stale = {
             let mut slot = self.consumer();
             match &*slot {
-                Some(registered) if registered.will_wake(waker) => slot.take(),
+                Some(registered) if registered.will_wake(waker) => self.take_consumer(&mut slot),
                 _ => None,
             }
         };

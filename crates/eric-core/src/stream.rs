@@ -37,6 +37,8 @@ pub struct MessageStream<A: Adapter> {
     registered: Option<Waker>,
     // Its place among the broadcast log's waiters.
     waiter: WaiterSlot,
+    // The listener's count of consumer takes when `registered` was registered there.
+    consumer_takes: Option<u64>,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -50,6 +52,7 @@ impl<A: Adapter> MessageStream<A> {
             done: false,
             registered: None,
             waiter: WaiterSlot::default(),
+            consumer_takes: None,
         }
     }
 
@@ -81,6 +84,7 @@ impl<A: Adapter> MessageStream<A> {
 
     fn forget_wakers(&mut self) {
         if let Some(waker) = self.registered.take() {
+            self.consumer_takes = None;
             self.connection.queue().detach(&waker);
             self.connection.listener().state().detach_consumer(&waker);
             self.shared.log.remove_waiter(&mut self.waiter);
@@ -91,12 +95,17 @@ impl<A: Adapter> MessageStream<A> {
     /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
     fn register(&mut self, waker: &Waker) -> bool {
         self.shared.log.register_waiter(&mut self.waiter, waker);
-        self.connection.listener().state().register_consumer(waker);
-        if self
+        let state = self.connection.listener().state();
+        let same = self
             .registered
             .as_ref()
-            .is_none_or(|registered| !registered.will_wake(waker))
-        {
+            .is_some_and(|registered| registered.will_wake(waker));
+        // Still in place if nothing took it since (a take is a stop, a removal, a
+        // takeover, or this stream going): then there is nothing to do.
+        if !same || self.consumer_takes != Some(state.consumer_takes()) {
+            self.consumer_takes = Some(state.register_consumer(waker));
+        }
+        if !same {
             self.registered = Some(waker.clone());
         }
         self.connection.queue().register_waker(waker)

@@ -96,6 +96,67 @@ async fn stopping_the_listener_wakes_and_ends_its_waiting_stream() {
     );
 }
 
+/// A stream that waited again and again (its waker registered once, then kept) is
+/// still woken by a stop, and so is a newer stream after a takeover.
+#[tokio::test]
+async fn a_stream_that_waited_many_times_is_still_woken_by_a_stop() {
+    let channel = Channel::default();
+    let listener = channel.add_listener().unwrap();
+    let mut stream = channel.message_stream(listener.id()).unwrap();
+    let waker = CountingWaker::new();
+    for n in 0..5 {
+        assert!(poll_once(&mut stream, &waker).is_pending());
+        channel.broadcast(Message::new("n", n)).unwrap();
+        assert_eq!(waker.wakes(), n + 1, "each broadcast wakes it");
+        assert!(matches!(
+            poll_once(&mut stream, &waker),
+            Poll::Ready(Some(Ok(_)))
+        ));
+    }
+    assert!(poll_once(&mut stream, &waker).is_pending());
+    listener.stop();
+    assert_eq!(waker.wakes(), 6, "stop must wake the waiting stream");
+    assert!(matches!(poll_once(&mut stream, &waker), Poll::Ready(None)));
+
+    // A takeover: the older stream, woken, ends; the newer one, after waiting a few
+    // times itself, is woken by a stop too.
+    listener.start();
+    let mut older = channel.message_stream(listener.id()).unwrap();
+    let older_waker = CountingWaker::new();
+    assert!(poll_once(&mut older, &older_waker).is_pending());
+    let mut newer = channel.message_stream(listener.id()).unwrap();
+    assert_eq!(
+        older_waker.wakes(),
+        1,
+        "the takeover wakes the older stream"
+    );
+    let newer_waker = CountingWaker::new();
+    for n in 0..3 {
+        assert!(poll_once(&mut newer, &newer_waker).is_pending());
+        channel.broadcast(Message::new("n", n)).unwrap();
+        assert!(matches!(
+            poll_once(&mut newer, &newer_waker),
+            Poll::Ready(Some(Ok(_)))
+        ));
+    }
+    assert!(matches!(
+        poll_once(&mut older, &older_waker),
+        Poll::Ready(None)
+    ));
+    assert!(poll_once(&mut newer, &newer_waker).is_pending());
+    let before = newer_waker.wakes();
+    listener.stop();
+    assert_eq!(
+        newer_waker.wakes(),
+        before + 1,
+        "stop wakes the newer stream"
+    );
+    assert!(matches!(
+        poll_once(&mut newer, &newer_waker),
+        Poll::Ready(None)
+    ));
+}
+
 #[tokio::test]
 async fn removing_the_listener_ends_its_stream_and_returns_what_was_unread() {
     let channel = Channel::default();
