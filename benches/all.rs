@@ -47,6 +47,16 @@ const RUNS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     (
+        "eric-http: CPU per event beside axum + broadcast (1,000 streams; 100 and 1,000 broadcasts/s; --write-delay)",
+        &["bench", "-p", "eric-http", "--bench", "load"],
+        &["write-delay"],
+    ),
+    (
+        "eric-http: instructions per delivered event, beside axum + broadcast (callgrind)",
+        &["bench", "-p", "eric-http", "--bench", "load"],
+        &["instructions"],
+    ),
+    (
         "eric-http: signed tokens and many channels on one stream",
         &["bench", "-p", "eric-http", "--bench", "tokens"],
         &[],
