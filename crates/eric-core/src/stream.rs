@@ -84,7 +84,6 @@ impl<A: Adapter> MessageStream<A> {
 
     fn forget_wakers(&mut self) {
         if let Some(waker) = self.registered.take() {
-            self.consumer_takes = None;
             self.connection.queue().detach(&waker);
             self.connection.listener().state().detach_consumer(&waker);
             self.shared.log.remove_waiter(&mut self.waiter);

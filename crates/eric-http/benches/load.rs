@@ -254,15 +254,9 @@ impl Server {
         Some(server)
     }
 
-    /// A server as it ships: eric on jemalloc, as the `eric` binary; the references on
-    /// the system allocator, as a plain axum program.
+    /// A server as it ships ([`shipped_allocator`]).
     fn start(kind: &'static str) -> Self {
-        let allocator = if kind.starts_with("eric") {
-            "jemalloc"
-        } else {
-            "system"
-        };
-        Self::start_on(kind, allocator)
+        Self::start_on(kind, shipped_allocator(kind))
     }
 
     /// `allocator`: `system` or `jemalloc`.
@@ -276,13 +270,8 @@ impl Server {
 
     /// A server as it ships, under callgrind ([`instructions`]).
     fn start_under_callgrind(kind: &'static str) -> Self {
-        let allocator = if kind.starts_with("eric") {
-            "jemalloc"
-        } else {
-            "system"
-        };
         let command = instructions::command(kind, std::env::current_exe().unwrap());
-        let mut server = Self::spawn(kind, allocator, command);
+        let mut server = Self::spawn(kind, shipped_allocator(kind), command);
         server.callgrind = true;
         server
     }
@@ -643,20 +632,12 @@ fn main() {
     if std::env::args().any(|a| a == "instructions") {
         let mut summary = Vec::new();
         instructions::bench(&rt, &mut summary);
-        println!();
-        for line in summary {
-            println!("{line}");
-        }
-        return;
+        return print_summary(&summary);
     }
     if std::env::args().any(|a| a == "write-delay") {
         let mut summary = Vec::new();
         write_delay::bench(&rt, seconds, &mut summary);
-        println!();
-        for line in summary {
-            println!("{line}");
-        }
-        return;
+        return print_summary(&summary);
     }
     let mut panels = Vec::new();
     let mut summary = Vec::new();
@@ -752,11 +733,7 @@ fn main() {
                 }
             }
         }
-        println!();
-        for line in summary {
-            println!("{line}");
-        }
-        return;
+        return print_summary(&summary);
     }
     if std::env::args().any(|a| a == "stuck") {
         // Issue 9: do 999 readers keep their rate beside clients that never read?
@@ -847,8 +824,23 @@ fn main() {
         latency::plot(&panels, &svg);
         println!("\nlatency percentiles: {}", svg.display());
     }
+    print_summary(&summary);
+}
+
+/// The summary lines a run collected (`cargo bench --bench all` picks them up).
+fn print_summary(summary: &[String]) {
     println!();
     for line in summary {
         println!("{line}");
+    }
+}
+
+/// What a server kind runs on as it ships: eric on jemalloc, as the `eric` binary; the
+/// references on the system allocator, as a plain axum program.
+fn shipped_allocator(kind: &str) -> &'static str {
+    if kind.starts_with("eric") {
+        "jemalloc"
+    } else {
+        "system"
     }
 }

@@ -96,14 +96,12 @@ impl SseBody {
         self
     }
 
-    /// Writes `bytes` first, with this connection's `retry` (a browser takes it from a
-    /// block without data too: a stream dropped before its first event comes back at
-    /// this connection's time as well).
-    pub(crate) fn preamble(mut self, bytes: impl Into<String>) -> Self {
-        let mut bytes = bytes.into();
-        bytes.truncate(bytes.trim_end_matches('\n').len());
+    /// Opens the stream with `id` as its last event id and this connection's `retry`,
+    /// in a block without data (a browser takes both from it: a stream dropped before
+    /// its first event resumes from `id`, at this connection's time).
+    pub(crate) fn starting_id(mut self, id: &str) -> Self {
         self.preamble = Some(Bytes::from(format!(
-            "{bytes}\nretry: {}\n\n",
+            "id: {id}\nretry: {}\n\n",
             self.retry_ms
         )));
         self

@@ -48,6 +48,24 @@ impl Fields {
             encoded: OnceLock::new(),
         }
     }
+
+    /// Appends the event's encoding to `out`, with `retry` if given.
+    fn encode_into(&self, out: &mut String, retry: Option<u64>) {
+        if let Some(event) = &self.event {
+            push_field(out, "event", event);
+        }
+        if let Some(id) = &self.id {
+            push_field(out, "id", id);
+        }
+        if let Some(retry) = retry {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "retry: {retry}");
+        }
+        for line in data_lines(&self.data) {
+            push_field(out, "data", line);
+        }
+        out.push('\n');
+    }
 }
 
 impl PartialEq for SseEvent {
@@ -173,18 +191,7 @@ impl SseEvent {
 
     /// Appends the encoding to `out`.
     pub fn encode_into(&self, out: &mut String) {
-        let fields = &*self.fields;
-        if let Some(event) = &fields.event {
-            push_field(out, "event", event);
-        }
-        if let Some(id) = &fields.id {
-            push_field(out, "id", id);
-        }
-        if let Some(retry) = self.retry {
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "retry: {retry}");
-        }
-        push_data(out, &fields.data);
+        self.fields.encode_into(out, self.retry);
     }
 
     /// The encoding of everything but `retry`, made once and shared by every copy of
@@ -206,25 +213,11 @@ impl SseEvent {
             .encoded
             .get_or_init(|| {
                 let mut out = String::with_capacity(fields.data.len() + 32);
-                if let Some(event) = &fields.event {
-                    push_field(&mut out, "event", event);
-                }
-                if let Some(id) = &fields.id {
-                    push_field(&mut out, "id", id);
-                }
-                push_data(&mut out, &fields.data);
+                fields.encode_into(&mut out, None);
                 Bytes::from(out)
             })
             .clone()
     }
-}
-
-/// The `data` lines of `data` and the blank line that ends the event.
-fn push_data(out: &mut String, data: &str) {
-    for line in data_lines(data) {
-        push_field(out, "data", line);
-    }
-    out.push('\n');
 }
 
 /// A comment line, which clients ignore: what keep-alives send. Line breaks in `text`

@@ -186,9 +186,8 @@ pub(crate) async fn multi_events(
     // The positions the stream starts from, as its id before any event: a client
     // dropped before the first event resumes from them too.
     let (merged, starting_id) = crate::multi::merge(channels, streams, &positions);
-    let preamble = format!("id: {starting_id}\n\n");
     Ok(sse_body_response(
-        state.sse_body(merged, expires).preamble(preamble),
+        state.sse_body(merged, expires).starting_id(&starting_id),
     ))
 }
 
