@@ -507,7 +507,7 @@ impl<A: Adapter> Channel<A> {
                 listener_id: connection.id().to_owned(),
             });
         }
-        self.shared.next_for(connection)
+        self.shared.next_for(connection, None)
     }
 
     /// Takes the listener's next message and runs its `on_message` hook (eric-sse's

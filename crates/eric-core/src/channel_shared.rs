@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError};
 
 use crate::adapter::Delivery;
-use crate::connection::{Connection, ConnectionsFactory, Disconnection, Next};
+use crate::connection::{
+    Connection, ConnectionsFactory, Disconnection, Next, SegmentCache, Unlocked,
+};
 use crate::error::{Error, Result};
 use crate::log::BroadcastLog;
 use crate::message::Message;
@@ -62,8 +64,13 @@ impl<A> Shared<A> {
     }
 
     /// The next message for `connection` in FIFO order, applying the overflow policy
-    /// to a listener that fell out of the broadcast window.
-    pub(crate) fn next_for(&self, connection: &Connection) -> Result<Option<(Message, Delivery)>> {
+    /// to a listener that fell out of the broadcast window. A stream passes its
+    /// [`SegmentCache`]: broadcasts are then read without the cursor's lock.
+    pub(crate) fn next_for(
+        &self,
+        connection: &Connection,
+        mut cache: Option<&mut SegmentCache>,
+    ) -> Result<Option<(Message, Delivery)>> {
         loop {
             if let Some(d) = connection.disconnection() {
                 return Err(Error::ListenerDisconnected {
@@ -72,19 +79,21 @@ impl<A> Shared<A> {
                     dropped: d.dropped,
                 });
             }
-            // Caught up, the usual case for a stream polled after its last message:
-            // said by two atomic loads and the queue's check, without the cursor's lock.
-            // (A broadcast whose head is not published yet is seen by the read after
-            // the stream registers its waker, or wakes it.)
-            if connection.position() >= self.log.head()
-                && connection.queue().peek_broadcasts_before().is_none()
-            {
-                return Ok(None);
+            // The usual cases, a stream caught up or reading broadcasts in order, are
+            // said by atomics and the queue's check, without the cursor's lock.
+            let unlocked = match cache.as_deref() {
+                Some(cache) => connection.read_unlocked(&self.log, cache),
+                None => connection.read_unlocked(&self.log, &SegmentCache::default()),
+            };
+            match unlocked {
+                Unlocked::Message(msg, delivery) => return Ok(Some((msg, delivery))),
+                Unlocked::CaughtUp => return Ok(None),
+                Unlocked::Locked => {}
             }
-            match connection.next(&self.log) {
+            match connection.next(&self.log, cache.as_deref_mut()) {
                 Next::Message(msg, delivery) => return Ok(Some((msg, delivery))),
                 Next::Empty => return Ok(None),
-                Next::Lagged { missed } => match self.queue_config.overflow() {
+                Next::Lagged { at, missed } => match self.queue_config.overflow() {
                     OverflowPolicy::Disconnect => {
                         let disconnection = self.disconnection_of(connection);
                         // Reported by the check at the top of the loop.
@@ -94,8 +103,9 @@ impl<A> Shared<A> {
                     // Reject never lets a listener fall out of the window; if one did,
                     // skipping and counting is the loss-free answer left.
                     _ => {
-                        connection.skip(missed);
-                        self.dropped.fetch_add(missed, Ordering::Relaxed);
+                        if connection.skip(at, missed) {
+                            self.dropped.fetch_add(missed, Ordering::Relaxed);
+                        }
                     }
                 },
             }

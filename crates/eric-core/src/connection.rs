@@ -11,6 +11,7 @@ use crate::listener::Listener;
 use crate::log::{BroadcastLog, Cursor, Read};
 use crate::message::Message;
 use crate::queue::{Queue, QueueConfig};
+use crate::segment::Segment;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// A listener and its message queue (eric-sse's `Connection`). Cheap to clone.
@@ -29,8 +30,13 @@ struct Inner {
     // Bumped by each new consumer; an older stream that sees a newer number ends, so one
     // listener is read by one stream at a time.
     consumer_generation: AtomicU64,
+    // The segment the position is in (holding it keeps it in the log), and a copy of
+    // the position that is only true while the lock is held.
     cursor: Mutex<Cursor>,
-    // `cursor.next`, readable without the lock by the channel's overflow scans.
+    // The sequence number of the next broadcast to read: the truth. A stream moves it
+    // on with a compare-and-swap, without the cursor's lock (`read_unlocked`); whatever
+    // else moves it (a reposition, a skip) does so under the lock, so that a stream's
+    // swap from a position that is no longer current fails and reads again.
     position: AtomicU64,
     disconnection: OnceLock<Disconnection>,
     dropped_broadcasts: AtomicU64,
@@ -48,11 +54,29 @@ pub(crate) struct Disconnection {
 pub(crate) enum Next {
     Message(Message, Delivery),
     Empty,
-    /// The cursor fell behind the log's window by `missed` broadcasts.
+    /// The position `at` fell behind the log's window by `missed` broadcasts.
     Lagged {
+        at: u64,
         missed: u64,
     },
 }
+
+/// What a read without the cursor's lock found.
+pub(crate) enum Unlocked {
+    /// The broadcast at the position, which moved past it.
+    Message(Message, Delivery),
+    /// Nothing to read: the position is at the log's head and no dispatch waits.
+    CaughtUp,
+    /// It cannot tell: a dispatch waits, the position left the reader's segment, it
+    /// fell out of the window... The read under the lock decides.
+    Locked,
+}
+
+/// A reader's own handle on the log segment its position is in: while the position
+/// stays in it, broadcasts are read from it without the cursor's lock. A stream keeps
+/// one; the read under the lock refreshes it.
+#[derive(Default)]
+pub(crate) struct SegmentCache(Option<Arc<Segment>>);
 
 impl Connection {
     /// Pairs `listener` with `queue`.
@@ -162,7 +186,11 @@ impl Connection {
 
     fn place(&self, cursor: Cursor) {
         let mut current = self.cursor();
-        self.inner.position.store(cursor.next, Ordering::Release);
+        // A swap, not a store: either orders the move with a stream's compare-and-swap
+        // (which reads the newest position), but loom checks that atomicity only
+        // between read-modify-writes (tokio-rs/loom#254), and the model of this race
+        // runs the code that ships.
+        self.inner.position.swap(cursor.next, Ordering::AcqRel);
         *current = cursor;
     }
 
@@ -177,11 +205,60 @@ impl Connection {
         self.inner.position.load(Ordering::Acquire)
     }
 
-    /// Takes the next message in FIFO order: a dispatch goes before broadcast `n` if it
-    /// was dispatched when at most `n` broadcasts had been made.
-    pub(crate) fn next(&self, log: &BroadcastLog) -> Next {
-        let mut cursor = self.cursor();
+    /// The broadcast at the position, read without the cursor's lock from `cache`'s
+    /// segment: the usual case for a stream that keeps up, or reads a backlog.
+    pub(crate) fn read_unlocked(&self, log: &BroadcastLog, cache: &SegmentCache) -> Unlocked {
         loop {
+            let at = self.position();
+            // The log first, the queue second, as in `next`.
+            let head = log.head();
+            if at >= head {
+                // (A broadcast whose head is not published yet is seen by the read
+                // after the stream registers its waker, or wakes it.)
+                return match self.inner.queue.peek_broadcasts_before() {
+                    None => Unlocked::CaughtUp,
+                    Some(_) => Unlocked::Locked,
+                };
+            }
+            let Some(segment) = cache.0.as_ref().filter(|s| s.contains(at)) else {
+                return Unlocked::Locked;
+            };
+            if log.window().is_some_and(|window| head - at > window) {
+                return Unlocked::Locked;
+            }
+            // Filled: its append published the head past it.
+            let Some(msg) = segment.get(at) else {
+                return Unlocked::Locked;
+            };
+            if self
+                .inner
+                .queue
+                .peek_broadcasts_before()
+                .is_some_and(|before| before <= at)
+            {
+                return Unlocked::Locked;
+            }
+            // Fails if the position moved since it was read: a reposition, or another
+            // stream (a takeover in progress) reading it. Then read at the new one.
+            if self
+                .inner
+                .position
+                .compare_exchange(at, at + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+            }
+        }
+    }
+
+    /// Takes the next message in FIFO order: a dispatch goes before broadcast `n` if it
+    /// was dispatched when at most `n` broadcasts had been made. Leaves in `cache` the
+    /// segment the position is in, for the reads without the lock that follow.
+    pub(crate) fn next(&self, log: &BroadcastLog, cache: Option<&mut SegmentCache>) -> Next {
+        let mut cursor = self.cursor();
+        let next = loop {
+            // Reads without the lock may have moved the position on.
+            cursor.next = self.position();
             // The log first, the queue second: seeing a broadcast (an acquire) makes
             // visible every dispatch its producer pushed before it, so none is missed.
             let read = log.peek(&mut cursor);
@@ -189,32 +266,65 @@ impl Connection {
             match (read, dispatched) {
                 (_, Some(before)) if before <= cursor.next => {
                     if let Some(entry) = self.inner.queue.pop() {
-                        return Next::Message(entry.message, Delivery::dispatched());
+                        break Next::Message(entry.message, Delivery::dispatched());
                     }
                 }
                 (Read::Message(msg), _) => {
-                    let delivery = Delivery::broadcast(cursor.next);
-                    BroadcastLog::advance(&mut cursor, 1);
-                    self.inner.position.store(cursor.next, Ordering::Release);
-                    return Next::Message(msg, delivery);
+                    let at = cursor.next;
+                    // Fails only if a read without the lock took it first.
+                    if self
+                        .inner
+                        .position
+                        .compare_exchange(at, at + 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        BroadcastLog::advance(&mut cursor, 1);
+                        break Next::Message(msg, Delivery::broadcast(at));
+                    }
                 }
-                (Read::Lagged { missed }, _) => return Next::Lagged { missed },
-                (Read::Empty, None) => return Next::Empty,
+                (Read::Lagged { missed }, _) => {
+                    break Next::Lagged {
+                        at: cursor.next,
+                        missed,
+                    };
+                }
+                (Read::Empty, None) => break Next::Empty,
                 // A dispatch stamped after a broadcast this reader has not seen yet: that
                 // broadcast is in the log now (it was, for the dispatcher); read it first.
                 (Read::Empty, Some(_)) => {}
             }
+        };
+        if let Some(cache) = cache {
+            let same = match (&cache.0, cursor.segment()) {
+                (Some(cached), Some(current)) => Arc::ptr_eq(cached, current),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                cache.0 = cursor.segment().cloned();
+            }
         }
+        next
     }
 
-    /// Skips `missed` broadcasts that fell out of the log's window, counting them.
-    pub(crate) fn skip(&self, missed: u64) {
+    /// Skips the `missed` broadcasts from `at` that fell out of the log's window,
+    /// counting them; `false` if the position moved from `at` meanwhile (then nothing
+    /// is skipped: the caller reads again).
+    pub(crate) fn skip(&self, at: u64, missed: u64) -> bool {
         let mut cursor = self.cursor();
-        BroadcastLog::advance(&mut cursor, missed);
-        self.inner.position.store(cursor.next, Ordering::Release);
+        if self
+            .inner
+            .position
+            .compare_exchange(at, at + missed, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        cursor.next = at + missed;
         self.inner
             .dropped_broadcasts
             .fetch_add(missed, Ordering::Relaxed);
+        true
     }
 
     pub(crate) fn count_rejected_broadcast(&self) {

@@ -32,6 +32,13 @@ pub(crate) struct Cursor {
     segment: Option<Arc<Segment>>,
 }
 
+impl Cursor {
+    /// The segment it holds: the one `next` is in, once it has read there.
+    pub(crate) fn segment(&self) -> Option<&Arc<Segment>> {
+        self.segment.as_ref()
+    }
+}
+
 pub(crate) struct BroadcastLog {
     // Segments and waiters share one lock: an append takes it once for both.
     state: Mutex<LogState>,

@@ -9,7 +9,7 @@ use futures_core::{FusedStream, Stream};
 
 use crate::adapter::Adapter;
 use crate::channel_shared::Shared;
-use crate::connection::Connection;
+use crate::connection::{Connection, SegmentCache};
 use crate::error::Error;
 use crate::log::WaiterSlot;
 
@@ -39,6 +39,8 @@ pub struct MessageStream<A: Adapter> {
     waiter: WaiterSlot,
     // The listener's count of consumer takes when `registered` was registered there.
     consumer_takes: Option<u64>,
+    // The log segment its listener's position is in, read without the cursor's lock.
+    segment: SegmentCache,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -53,6 +55,7 @@ impl<A: Adapter> MessageStream<A> {
             registered: None,
             waiter: WaiterSlot::default(),
             consumer_takes: None,
+            segment: SegmentCache::default(),
         }
     }
 
@@ -121,7 +124,10 @@ impl<A: Adapter> Stream for MessageStream<A> {
             if this.done || this.cut_off() {
                 return this.finish();
             }
-            let (msg, delivery) = match this.shared.next_for(&this.connection) {
+            let (msg, delivery) = match this
+                .shared
+                .next_for(&this.connection, Some(&mut this.segment))
+            {
                 Ok(Some(next)) => next,
                 Ok(None) if this.shared.read_past_close(&this.connection) => {
                     // An earlier stream read the closed marker: nothing more will come.

@@ -65,6 +65,32 @@ fn a_dispatch_then_a_broadcast_are_read_in_that_order() {
     });
 }
 
+/// The same, for a stream that reads the log without the cursor's lock (it has read a
+/// broadcast, so it holds the log segment): the dispatch still comes first. Protection:
+/// `Connection::read_unlocked` reads the log's head before it checks the queue.
+#[test]
+fn a_dispatch_then_a_broadcast_reach_a_stream_reading_without_the_lock_in_that_order() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        channel.broadcast(Message::of_type("a")).unwrap();
+        let first = block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(first.message_type(), "a");
+        let producer = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || {
+                channel.dispatch(&id, Message::of_type("d")).unwrap();
+                channel.broadcast(Message::of_type("b")).unwrap();
+            })
+        };
+        let second = block_on(stream.next()).unwrap().unwrap();
+        let third = block_on(stream.next()).unwrap().unwrap();
+        assert_eq!([second.message_type(), third.message_type()], ["d", "b"]);
+        producer.join().unwrap();
+    });
+}
+
 /// A dispatch racing a broadcast from another thread: the listener reads each exactly
 /// once (`take_next` once both are done).
 #[test]
@@ -177,5 +203,41 @@ fn a_stream_taken_over_while_going_to_sleep_ends() {
             "the older stream must end"
         );
         drop(newer.join().unwrap());
+    });
+}
+
+/// A rewind racing a stream's read without the cursor's lock: the rewind is never
+/// undone, and no broadcast is read twice but for the rewind. The stream has read "a"
+/// and reads on as another thread rewinds the listener to "a": it reads "a" again (the
+/// rewind came first) then "b", or "b" then, after the rewind, "a" and "b" again.
+/// Protection: the stream moves the position on with a compare-and-swap from the
+/// position it read at, which fails once the rewind moved it.
+#[test]
+fn a_rewind_racing_a_stream_read_is_not_undone() {
+    loom::model(|| {
+        let channel: Channel = Channel::builder()
+            .replay(8)
+            .build(Default::default())
+            .unwrap();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        channel.broadcast(Message::of_type("a")).unwrap();
+        channel.broadcast(Message::of_type("b")).unwrap();
+        let first = block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(first.message_type(), "a");
+        let rewinder = {
+            let (channel, id) = (channel.clone(), listener.id().to_owned());
+            thread::spawn(move || channel.rewind(&id, 0).unwrap())
+        };
+        let mut read = vec![block_on(stream.next()).unwrap().unwrap()];
+        rewinder.join().unwrap();
+        while let Some((msg, _)) = channel.take_next(listener.id()).unwrap() {
+            read.push(msg);
+        }
+        let read: Vec<_> = read.iter().map(|m| m.message_type()).collect();
+        assert!(
+            read == ["a", "b"] || read == ["b", "a", "b"],
+            "read {read:?}"
+        );
     });
 }
