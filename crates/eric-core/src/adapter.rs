@@ -39,6 +39,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery of broadcast number `seq`.
+    #[inline]
     pub fn broadcast(seq: u64) -> Self {
         Delivery { seq: Some(seq) }
     }

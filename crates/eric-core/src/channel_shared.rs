@@ -66,7 +66,28 @@ impl<A> Shared<A> {
     /// The next message for `connection` in FIFO order, applying the overflow policy
     /// to a listener that fell out of the broadcast window. A stream passes its
     /// [`SegmentCache`]: broadcasts are then read without the cursor's lock.
+    #[inline]
     pub(crate) fn next_for(
+        &self,
+        connection: &Connection,
+        mut cache: Option<&mut SegmentCache>,
+    ) -> Result<Option<(Message, Delivery)>> {
+        // The usual cases, a stream caught up or reading broadcasts in order, are said
+        // by atomics and the queue's check, without the cursor's lock.
+        if connection.disconnection().is_none()
+            && let Some(cache) = cache.as_deref_mut()
+        {
+            match connection.read_unlocked(&self.log, cache) {
+                Unlocked::Message(msg, delivery) => return Ok(Some((msg, delivery))),
+                Unlocked::CaughtUp => return Ok(None),
+                Unlocked::Locked => {}
+            }
+        }
+        self.next_checking(connection, cache)
+    }
+
+    /// [`next_for`](Self::next_for) when the read without the lock cannot say.
+    fn next_checking(
         &self,
         connection: &Connection,
         mut cache: Option<&mut SegmentCache>,
@@ -79,11 +100,9 @@ impl<A> Shared<A> {
                     dropped: d.dropped,
                 });
             }
-            // The usual cases, a stream caught up or reading broadcasts in order, are
-            // said by atomics and the queue's check, without the cursor's lock.
-            let unlocked = match cache.as_deref() {
+            let unlocked = match cache.as_deref_mut() {
                 Some(cache) => connection.read_unlocked(&self.log, cache),
-                None => connection.read_unlocked(&self.log, &SegmentCache::default()),
+                None => connection.read_unlocked(&self.log, &mut SegmentCache::default()),
             };
             match unlocked {
                 Unlocked::Message(msg, delivery) => return Ok(Some((msg, delivery))),

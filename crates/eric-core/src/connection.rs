@@ -76,7 +76,14 @@ pub(crate) enum Unlocked {
 /// stays in it, broadcasts are read from it without the cursor's lock. A stream keeps
 /// one; the read under the lock refreshes it.
 #[derive(Default)]
-pub(crate) struct SegmentCache(Option<Arc<Segment>>);
+pub(crate) struct SegmentCache {
+    segment: Option<Arc<Segment>>,
+    /// Broadcasts below this were published, and behind no dispatch, when last
+    /// checked: read on from the segment with no check but the swap. (A dispatch
+    /// pushed since came concurrently with those broadcasts, or was stamped after
+    /// them: reading it after them is what either order allows.)
+    checked_until: u64,
+}
 
 impl Connection {
     /// Pairs `listener` with `queue`.
@@ -112,6 +119,7 @@ impl Connection {
     }
 
     /// Whether the connection was removed from its channel.
+    #[inline]
     pub fn is_removed(&self) -> bool {
         self.inner.removed.load(Ordering::Acquire)
     }
@@ -133,6 +141,7 @@ impl Connection {
         first
     }
 
+    #[inline]
     pub(crate) fn disconnection(&self) -> Option<Disconnection> {
         self.inner.disconnection.get().copied()
     }
@@ -149,6 +158,7 @@ impl Connection {
         generation
     }
 
+    #[inline]
     pub(crate) fn consumer_generation(&self) -> u64 {
         self.inner.consumer_generation.load(Ordering::Acquire)
     }
@@ -201,53 +211,82 @@ impl Connection {
     }
 
     /// The sequence number of the next broadcast this listener reads.
+    #[inline]
     pub fn position(&self) -> u64 {
         self.inner.position.load(Ordering::Acquire)
     }
 
     /// The broadcast at the position, read without the cursor's lock from `cache`'s
     /// segment: the usual case for a stream that keeps up, or reads a backlog.
-    pub(crate) fn read_unlocked(&self, log: &BroadcastLog, cache: &SegmentCache) -> Unlocked {
+    #[inline]
+    pub(crate) fn read_unlocked(&self, log: &BroadcastLog, cache: &mut SegmentCache) -> Unlocked {
+        // Inlined into the stream's poll: a read below `checked_until` is a load, the
+        // slot and the swap.
+        let at = self.position();
+        if at < cache.checked_until
+            && let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at))
+            && let Some(msg) = segment.get(at)
+            && self.advance_from(at)
+        {
+            return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+        }
+        self.read_unlocked_checking(log, cache)
+    }
+
+    /// Moves the position from `at` to the next broadcast; fails if it moved since it
+    /// was read: a reposition, or another stream (a takeover in progress) reading it.
+    #[inline]
+    fn advance_from(&self, at: u64) -> bool {
+        self.inner
+            .position
+            .compare_exchange(at, at + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// [`read_unlocked`](Self::read_unlocked) past what `cache` has checked: checks
+    /// the log's head, the window and the queue, then reads.
+    fn read_unlocked_checking(&self, log: &BroadcastLog, cache: &mut SegmentCache) -> Unlocked {
         loop {
             let at = self.position();
-            // The log first, the queue second, as in `next`.
-            let head = log.head();
-            if at >= head {
-                // (A broadcast whose head is not published yet is seen by the read
-                // after the stream registers its waker, or wakes it.)
-                return match self.inner.queue.peek_broadcasts_before() {
-                    None => Unlocked::CaughtUp,
-                    Some(_) => Unlocked::Locked,
-                };
-            }
-            let Some(segment) = cache.0.as_ref().filter(|s| s.contains(at)) else {
-                return Unlocked::Locked;
+            let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at)) else {
+                return self.caught_up_or_locked(at, log);
             };
-            if log.window().is_some_and(|window| head - at > window) {
-                return Unlocked::Locked;
+            if at >= cache.checked_until {
+                // The log first, the queue second, as in `next`.
+                let head = log.head();
+                if at >= head {
+                    return self.caught_up_or_locked(at, log);
+                }
+                let front = self.inner.queue.peek_broadcasts_before();
+                if front.is_some_and(|before| before <= at) {
+                    return Unlocked::Locked;
+                }
+                cache.checked_until = match log.window() {
+                    // Within the window at its head now; the next one checks again.
+                    Some(window) if head - at > window => return Unlocked::Locked,
+                    Some(_) => at + 1,
+                    None => front.map_or(head, |before| before.min(head)),
+                };
             }
             // Filled: its append published the head past it.
             let Some(msg) = segment.get(at) else {
                 return Unlocked::Locked;
             };
-            if self
-                .inner
-                .queue
-                .peek_broadcasts_before()
-                .is_some_and(|before| before <= at)
-            {
-                return Unlocked::Locked;
-            }
-            // Fails if the position moved since it was read: a reposition, or another
-            // stream (a takeover in progress) reading it. Then read at the new one.
-            if self
-                .inner
-                .position
-                .compare_exchange(at, at + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if self.advance_from(at) {
                 return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
             }
+        }
+    }
+
+    /// Nothing to read at `at` if it is the log's head and no dispatch waits; else
+    /// the read under the lock decides.
+    fn caught_up_or_locked(&self, at: u64, log: &BroadcastLog) -> Unlocked {
+        // (A broadcast whose head is not published yet is seen by the read after the
+        // stream registers its waker, or wakes it.)
+        if at >= log.head() && self.inner.queue.peek_broadcasts_before().is_none() {
+            Unlocked::CaughtUp
+        } else {
+            Unlocked::Locked
         }
     }
 
@@ -295,13 +334,13 @@ impl Connection {
             }
         };
         if let Some(cache) = cache {
-            let same = match (&cache.0, cursor.segment()) {
+            let same = match (&cache.segment, cursor.segment()) {
                 (Some(cached), Some(current)) => Arc::ptr_eq(cached, current),
                 (None, None) => true,
                 _ => false,
             };
             if !same {
-                cache.0 = cursor.segment().cloned();
+                cache.segment = cursor.segment().cloned();
             }
         }
         next

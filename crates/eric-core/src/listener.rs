@@ -69,6 +69,7 @@ pub trait Listener: Send + Sync + 'static {
     }
 
     /// Whether the listener is running.
+    #[inline]
     fn is_running(&self) -> bool {
         self.state().is_running()
     }
@@ -133,6 +134,7 @@ impl ListenerState {
     }
 
     /// Whether the listener is running.
+    #[inline]
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
     }
@@ -262,6 +264,7 @@ impl MessageQueueListener {
     }
 
     /// Whether the listener is running.
+    #[inline]
     pub fn is_running(&self) -> bool {
         self.state.is_running()
     }

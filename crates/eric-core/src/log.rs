@@ -150,11 +150,13 @@ impl BroadcastLog {
         self.retain
     }
 
+    #[inline]
     pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
 
     /// The window, including room for the closed marker once it is in.
+    #[inline]
     pub(crate) fn window(&self) -> Option<u64> {
         self.window
             .map(|w| w + self.final_slack.load(Ordering::Acquire))

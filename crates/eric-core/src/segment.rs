@@ -43,14 +43,17 @@ impl Segment {
         Arc::new(segment)
     }
 
+    #[inline]
     pub(crate) fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(crate) fn contains(&self, seq: u64) -> bool {
         seq >= self.start && seq < self.end()
     }
 
+    #[inline]
     pub(crate) fn get(&self, seq: u64) -> Option<&Message> {
         self.slots.get(seq.checked_sub(self.start)? as usize)?.get()
     }
