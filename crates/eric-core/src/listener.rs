@@ -52,6 +52,13 @@ pub trait Listener: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`on_message`](Listener::on_message) does anything: `false` lets a
+    /// stream skip the call on every message. Asked once, when a stream opens; `true`
+    /// unless a listener says otherwise.
+    fn hooks_messages(&self) -> bool {
+        true
+    }
+
     /// The listener's id.
     fn id(&self) -> &str {
         self.state().id()
@@ -295,6 +302,10 @@ impl Listener for MessageQueueListener {
             Some(hook) => hook(msg),
             None => Ok(()),
         }
+    }
+
+    fn hooks_messages(&self) -> bool {
+        self.hook.is_some()
     }
 }
 

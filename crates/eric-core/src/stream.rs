@@ -41,6 +41,8 @@ pub struct MessageStream<A: Adapter> {
     consumer_takes: Option<u64>,
     // The log segment its listener's position is in, read without the cursor's lock.
     segment: SegmentCache,
+    // Whether the listener's `on_message` does anything (asked once).
+    hooked: bool,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -48,7 +50,6 @@ impl<A: Adapter> MessageStream<A> {
         let generation = connection.new_consumer();
         MessageStream {
             shared,
-            connection,
             generation,
             owns_listener,
             done: false,
@@ -56,6 +57,8 @@ impl<A: Adapter> MessageStream<A> {
             waiter: WaiterSlot::default(),
             consumer_takes: None,
             segment: SegmentCache::default(),
+            hooked: connection.listener().hooks_messages(),
+            connection,
         }
     }
 
@@ -146,10 +149,11 @@ impl<A: Adapter> Stream for MessageStream<A> {
                     return Poll::Ready(Some(Err(err)));
                 }
             };
-            let listener = this.connection.listener();
-            if let Err(source) = listener.on_message(&msg) {
+            if this.hooked
+                && let Err(source) = this.connection.listener().on_message(&msg)
+            {
                 return Poll::Ready(Some(Err(Error::Listener {
-                    listener_id: listener.id().to_owned(),
+                    listener_id: this.connection.id().to_owned(),
                     message_type: msg.message_type().to_owned(),
                     source,
                 })));
