@@ -223,12 +223,21 @@ impl Connection {
         // Inlined into the stream's poll: a read below `checked_until` is a load, the
         // slot and the swap.
         let at = self.position();
-        if at < cache.checked_until
-            && let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at))
-            && let Some(msg) = segment.get(at)
-            && self.advance_from(at)
-        {
-            return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+        if at < cache.checked_until {
+            if let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at))
+                && let Some(msg) = segment.get(at)
+                && self.advance_from(at)
+            {
+                return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+            }
+        } else if at >= log.head() {
+            // Caught up: the log first, the queue second, as in `next`. (A broadcast
+            // whose head is not published yet is seen by the read after the stream
+            // registers its waker, or wakes it.)
+            return match self.inner.queue.peek_broadcasts_before() {
+                None => Unlocked::CaughtUp,
+                Some(_) => Unlocked::Locked,
+            };
         }
         self.read_unlocked_checking(log, cache)
     }
@@ -281,8 +290,6 @@ impl Connection {
     /// Nothing to read at `at` if it is the log's head and no dispatch waits; else
     /// the read under the lock decides.
     fn caught_up_or_locked(&self, at: u64, log: &BroadcastLog) -> Unlocked {
-        // (A broadcast whose head is not published yet is seen by the read after the
-        // stream registers its waker, or wakes it.)
         if at >= log.head() && self.inner.queue.peek_broadcasts_before().is_none() {
             Unlocked::CaughtUp
         } else {

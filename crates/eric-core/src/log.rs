@@ -59,6 +59,10 @@ pub(crate) struct BroadcastLog {
     /// 1 once the closed marker is in: it never counts against the window, so closing
     /// pushes nothing out and disconnects nobody.
     final_slack: AtomicU64,
+    /// How many times the waiters were woken and cleared (changed under the lock): a
+    /// slot taken before the last clearing is no longer its consumer's. Read without
+    /// the lock by a consumer that registers again with nothing changed.
+    clearings: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,9 +73,6 @@ struct LogState {
     /// Consumers waiting for the next broadcast. Each knows its place ([`WaiterSlot`]),
     /// so registering again and leaving cost no search and no hashing.
     waiters: Slab<Waker>,
-    /// How many times the waiters were woken and cleared: a slot taken before the
-    /// last clearing is no longer its consumer's.
-    clearings: u64,
 }
 
 /// A consumer's place among the log's waiters, kept by the consumer.
@@ -106,7 +107,6 @@ impl BroadcastLog {
                 segments: VecDeque::from([Segment::new(first, None)]),
                 bytes: 0,
                 waiters: Slab::new(),
-                clearings: 0,
             }),
             head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
@@ -115,6 +115,7 @@ impl BroadcastLog {
             budget: OnceLock::new(),
             first,
             final_slack: AtomicU64::new(0),
+            clearings: AtomicU64::new(0),
         }
     }
 
@@ -194,7 +195,7 @@ impl BroadcastLog {
             if state.waiters.is_empty() {
                 return seq;
             }
-            state.clearings += 1;
+            self.clearings.fetch_add(1, Ordering::AcqRel);
             state.waiters.drain().collect::<Vec<_>>()
         };
         // Outside the lock: woken tasks re-register at once on other threads.
@@ -370,10 +371,19 @@ impl BroadcastLog {
     }
 
     /// Registers `waker` to be woken by the next broadcast, in the consumer's `slot`
-    /// (its place, if it still has one: registering twice wakes once).
-    pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker) {
+    /// (its place, if it still has one: registering twice wakes once). `same` says the
+    /// consumer registered a waker that wakes the same task last time: if no broadcast
+    /// cleared the waiters since, it is still in place, and nothing is locked.
+    pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker, same: bool) {
+        // A clearing this load misses has yet to wake the waker in place (it clears and
+        // wakes under one lock, after the count): the consumer is woken either way. A
+        // consumer woken by a clearing sees its count (the wake orders them).
+        if same && slot.taken_at == Some(self.clearings.load(Ordering::Acquire)) {
+            return;
+        }
         let state = &mut *lock(&self.state);
-        if slot.taken_at == Some(state.clearings)
+        let clearings = self.clearings.load(Ordering::Acquire);
+        if slot.taken_at == Some(clearings)
             && let Some(registered) = state.waiters.get_mut(slot.key)
         {
             if !registered.will_wake(waker) {
@@ -382,7 +392,7 @@ impl BroadcastLog {
             return;
         }
         slot.key = state.waiters.insert(waker.clone());
-        slot.taken_at = Some(state.clearings);
+        slot.taken_at = Some(clearings);
     }
 
     /// Gives up the consumer's place, if it still has one (a consumer going away).
@@ -392,7 +402,7 @@ impl BroadcastLog {
         };
         let stale = {
             let state = &mut *lock(&self.state);
-            if taken_at == state.clearings {
+            if taken_at == self.clearings.load(Ordering::Acquire) {
                 state.waiters.try_remove(slot.key)
             } else {
                 None

@@ -99,12 +99,14 @@ impl<A: Adapter> MessageStream<A> {
     /// Asks to be woken by a broadcast, a dispatch, or a stop, removal or takeover.
     /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
     fn register(&mut self, waker: &Waker) -> bool {
-        self.shared.log.register_waiter(&mut self.waiter, waker);
-        let state = self.connection.listener().state();
         let same = self
             .registered
             .as_ref()
             .is_some_and(|registered| registered.will_wake(waker));
+        self.shared
+            .log
+            .register_waiter(&mut self.waiter, waker, same);
+        let state = self.connection.listener().state();
         // Still in place if nothing took it since (a take is a stop, a removal, a
         // takeover, or this stream going): then there is nothing to do.
         if !same || self.consumer_takes != Some(state.consumer_takes()) {

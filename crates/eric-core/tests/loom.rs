@@ -241,3 +241,36 @@ fn a_rewind_racing_a_stream_read_is_not_undone() {
         );
     });
 }
+
+/// A stream that waits again with the same waker after a broadcast woke it (one task
+/// reading broadcasts as they come): the next broadcast wakes it too. Protection: a
+/// stream skips registering again (no lock) only while the log's count of clearings
+/// says its waker is still among the waiters; an append counts a clearing, then wakes,
+/// under its lock.
+#[test]
+fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let mut stream = channel.message_stream(listener.id()).unwrap();
+        // One task, one waker: it waits, is woken by "a", reads it, waits again.
+        let second = block_on(async {
+            std::future::poll_fn(|cx| {
+                assert!(Stream::poll_next(std::pin::Pin::new(&mut stream), cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            channel.broadcast(Message::of_type("a")).unwrap();
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(first.message_type(), "a");
+            let publisher = {
+                let channel = channel.clone();
+                thread::spawn(move || channel.broadcast(Message::of_type("b")).unwrap())
+            };
+            let second = stream.next().await.unwrap().unwrap();
+            publisher.join().unwrap();
+            second
+        });
+        assert_eq!(second.message_type(), "b");
+    });
+}
