@@ -22,7 +22,7 @@ use crate::state::Metrics;
 /// With a write delay, the events that come within it after one are written together.
 pub(crate) struct SseBody {
     events: EventStream,
-    keep_alive: Option<(Duration, Pin<Box<Sleep>>)>,
+    keep_alive: Option<KeepAlive>,
     /// When the token the stream was opened with expires, and that time.
     expiry: Option<(u64, Pin<Box<Sleep>>)>,
     /// This connection's `retry`, in place of the channel's: spread per connection so
@@ -50,6 +50,41 @@ struct Gathering {
     due: Pin<Box<Sleep>>,
 }
 
+/// A comment written when `every` passes with nothing written. The timer is not moved
+/// by each write (moving a tokio timer takes its driver's lock): a write notes its
+/// time, and a timer that fires early is set again from the last write.
+struct KeepAlive {
+    every: Duration,
+    sleep: Pin<Box<Sleep>>,
+    last_write: Option<Instant>,
+}
+
+impl KeepAlive {
+    fn new(every: Duration) -> Self {
+        KeepAlive {
+            every,
+            sleep: Box::pin(tokio::time::sleep(every)),
+            last_write: None,
+        }
+    }
+
+    /// Ready when a comment is due: `every` since the last write.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+            match self.last_write.take() {
+                Some(wrote) if wrote + self.every > self.sleep.deadline() => {
+                    self.sleep.as_mut().reset(wrote + self.every);
+                }
+                _ => {
+                    self.sleep.as_mut().reset(Instant::now() + self.every);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
 /// Gathered events are written at once past this many bytes, delay or not.
 const GATHER_AT_MOST: usize = 64 * 1024;
 
@@ -64,7 +99,7 @@ impl SseBody {
         metrics.open_streams.inc();
         SseBody {
             events,
-            keep_alive: keep_alive.map(|every| (every, Box::pin(tokio::time::sleep(every)))),
+            keep_alive: keep_alive.map(KeepAlive::new),
             expiry: expires.map(|exp| (exp, Box::pin(tokio::time::sleep_until(instant_of(exp))))),
             retry_ms,
             retry_sent: false,
@@ -112,19 +147,16 @@ impl SseBody {
     /// An event on its way to the client: counted, keep-alive postponed; its bytes are
     /// the event's encoding, which every stream of a broadcast shares (made once,
     /// whatever the number of streams, and written without a copy).
-    fn delivered(
-        event: &SseEvent,
-        metrics: &Metrics,
-        keep_alive: &mut Option<(Duration, Pin<Box<Sleep>>)>,
-    ) -> Bytes {
+    fn delivered(event: &SseEvent, metrics: &Metrics, keep_alive: &mut Option<KeepAlive>) -> Bytes {
         metrics.delivered.inc();
+        // One reading of the clock serves the latency and the keep-alive.
+        let now = Instant::now();
         if let Some(accepted) = event.accepted_at() {
-            metrics
-                .delivery_latency
-                .observe(accepted.elapsed().as_secs_f64());
+            let latency = now.into_std().saturating_duration_since(accepted);
+            metrics.delivery_latency.observe(latency.as_secs_f64());
         }
-        if let Some((every, sleep)) = keep_alive {
-            sleep.as_mut().reset(Instant::now() + *every);
+        if let Some(keep_alive) = keep_alive {
+            keep_alive.last_write = Some(now);
         }
         event.encoded_without_retry()
     }
@@ -220,13 +252,10 @@ impl Stream for SseBody {
                             Poll::Pending => Poll::Pending,
                         };
                     }
-                    let Some((every, sleep)) = &mut this.keep_alive else {
+                    let Some(keep_alive) = &mut this.keep_alive else {
                         return Poll::Pending;
                     };
-                    if sleep.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    sleep.as_mut().reset(Instant::now() + *every);
+                    std::task::ready!(keep_alive.poll_due(cx));
                     return Poll::Ready(Some(Ok(Bytes::from(sse_comment("")))));
                 }
             }

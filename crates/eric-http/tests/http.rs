@@ -315,6 +315,48 @@ async fn idle_streams_get_keep_alive_comments() {
 }
 
 #[tokio::test]
+async fn a_stream_that_gets_events_gets_no_keep_alive_until_it_goes_quiet() {
+    let every = Duration::from_millis(400);
+    let server = start(HttpConfig::default().keep_alive(Some(every))).await;
+    let channel = server.create().await;
+    let response = server
+        .http
+        .get(server.url(&format!("/channels/{channel}/events")))
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = response.bytes_stream();
+    let mut received = Vec::new();
+    // An event every 100 ms for 1.2 s: three keep-alive periods, none of them quiet.
+    let publishing = async {
+        for n in 0..12 {
+            server.broadcast(&channel, "tick", json!(n)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let reading = async {
+        while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(2), bytes.next()).await
+        {
+            received.extend_from_slice(&chunk.unwrap());
+            if received.windows(3).any(|w| w == b":\n\n") {
+                break;
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let ((), ()) = tokio::join!(publishing, reading);
+    let text = String::from_utf8(received).unwrap();
+    let events = text.matches("event: tick").count();
+    assert_eq!(events, 12, "{text}");
+    assert!(
+        text.ends_with(":\n\n") && text.matches(":\n\n").count() == 1,
+        "one comment, after the last event: {text}"
+    );
+    // The last event went out at about 1.1 s; the comment a period after it.
+    assert!(started.elapsed() >= Duration::from_millis(1_100) + every - Duration::from_millis(100));
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_leaves_nothing_behind() {
     let server = start(HttpConfig::default()).await;
     let channel = server.create().await;
