@@ -153,7 +153,7 @@ impl SseBody {
         let now = Instant::now();
         if let Some(accepted) = event.accepted_at() {
             let latency = now.into_std().saturating_duration_since(accepted);
-            metrics.delivery_latency.observe(latency.as_secs_f64());
+            metrics.delivery_latency.observe(latency);
         }
         if let Some(keep_alive) = keep_alive {
             keep_alive.last_write = Some(now);

@@ -11,8 +11,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::latency::LatencyHistogram;
 
 /// What the server counts, and the registry `/metrics` is written from.
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) refused_publishes: Counter,
     pub(crate) delivered: Counter,
     /// From a publish's acceptance to its event being written to a stream.
-    pub(crate) delivery_latency: Histogram,
+    pub(crate) delivery_latency: LatencyHistogram,
     /// What channels removed so far had counted (dropped, rejected, disconnected), so
     /// that the totals never go down.
     retired: Arc<[AtomicU64; 3]>,
@@ -92,7 +93,7 @@ impl Metrics {
             delivered.clone(),
         );
         // 100 µs to 3.3 s, doubling.
-        let delivery_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let delivery_latency = LatencyHistogram::default();
         registry.register(
             "eric_delivery_latency_seconds",
             "From a publish's acceptance (its HTTP request answered, or read from the \
