@@ -318,12 +318,7 @@ impl Connection {
                 (Read::Message(msg), _) => {
                     let at = cursor.next;
                     // Fails only if a read without the lock took it first.
-                    if self
-                        .inner
-                        .position
-                        .compare_exchange(at, at + 1, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
+                    if self.advance_from(at) {
                         BroadcastLog::advance(&mut cursor, 1);
                         break Next::Message(msg, Delivery::broadcast(at));
                     }
