@@ -5,7 +5,7 @@ use std::sync::PoisonError;
 use std::task::Waker;
 
 use crate::queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
-use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// An in-memory FIFO queue (eric-sse's in-memory queue), optionally bounded.
 ///
@@ -29,6 +29,9 @@ pub struct InMemoryQueue {
     // `entries.len()`, readable without the lock: a consumer checks it before every
     // broadcast it reads, and the queue is almost always empty.
     len: AtomicUsize,
+    // How many times `state.consumer` was taken or replaced (changed under the lock):
+    // `Queue::waker_takes`.
+    waker_takes: AtomicU64,
     capacity: usize,
     overflow: OverflowPolicy,
 }
@@ -52,6 +55,7 @@ impl InMemoryQueue {
         InMemoryQueue {
             state: Mutex::new(State::default()),
             len: AtomicUsize::new(0),
+            waker_takes: AtomicU64::new(0),
             capacity: config.capacity().unwrap_or(usize::MAX),
             overflow: config.overflow(),
         }
@@ -60,6 +64,15 @@ impl InMemoryQueue {
     /// An empty unbounded queue.
     pub fn unbounded() -> Self {
         Self::new(QueueConfig::unbounded())
+    }
+
+    /// Takes the consumer's waker out of `state`, counting it.
+    fn take_consumer(&self, state: &mut State) -> Option<Waker> {
+        let waker = state.consumer.take();
+        if waker.is_some() {
+            self.waker_takes.fetch_add(1, Ordering::AcqRel);
+        }
+        waker
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -120,12 +133,12 @@ impl Queue for InMemoryQueue {
             PushOutcome::Enqueued | PushOutcome::DroppedOldest => {
                 state.entries.push_back(entry);
                 self.len.store(state.entries.len(), Ordering::Release);
-                state.consumer.take()
+                self.take_consumer(&mut state)
             }
             // The consumer must learn at once that it was cut off.
             PushOutcome::Disconnected { .. } => {
                 self.len.store(0, Ordering::Release);
-                state.consumer.take()
+                self.take_consumer(&mut state)
             }
             PushOutcome::Rejected { .. } => None,
         };
@@ -161,7 +174,12 @@ impl Queue for InMemoryQueue {
         }
         match &state.consumer {
             Some(registered) if registered.will_wake(waker) => {}
-            _ => state.consumer = Some(waker.clone()),
+            _ => {
+                let replaced = self.take_consumer(&mut state);
+                state.consumer = Some(waker.clone());
+                drop(state);
+                drop(replaced);
+            }
         }
         true
     }
@@ -170,11 +188,15 @@ impl Queue for InMemoryQueue {
         let stale = {
             let mut state = self.lock();
             match &state.consumer {
-                Some(registered) if registered.will_wake(waker) => state.consumer.take(),
+                Some(registered) if registered.will_wake(waker) => self.take_consumer(&mut state),
                 _ => None,
             }
         };
         drop(stale);
+    }
+
+    fn waker_takes(&self) -> Option<u64> {
+        Some(self.waker_takes.load(Ordering::Acquire))
     }
 
     fn len(&self) -> usize {

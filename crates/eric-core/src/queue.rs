@@ -35,6 +35,15 @@ pub trait Queue: Send + Sync + 'static {
     /// Forgets the registered waker if it is `waker` (a consumer going away).
     fn detach(&self, waker: &Waker);
 
+    /// How many times the queue gave up a registered waker (woke it for a push, or let
+    /// it go for another or on `detach`), if it counts. A consumer that reads the count
+    /// before registering and finds it unchanged when it would register the same waker
+    /// again knows that waker is still in place, and skips the call. `None` (the
+    /// default): not counted, and consumers register every time.
+    fn waker_takes(&self) -> Option<u64> {
+        None
+    }
+
     /// How many entries are queued.
     fn len(&self) -> usize;
 

@@ -43,6 +43,9 @@ pub struct MessageStream<A: Adapter> {
     segment: SegmentCache,
     // Whether the listener's `on_message` does anything (asked once).
     hooked: bool,
+    // The queue's count of waker takes read before `registered` was registered there
+    // (`Queue::waker_takes`); `None`: register again.
+    queue_takes: Option<u64>,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -58,6 +61,7 @@ impl<A: Adapter> MessageStream<A> {
             consumer_takes: None,
             segment: SegmentCache::default(),
             hooked: connection.listener().hooks_messages(),
+            queue_takes: None,
             connection,
         }
     }
@@ -115,7 +119,16 @@ impl<A: Adapter> MessageStream<A> {
         if !same {
             self.registered = Some(waker.clone());
         }
-        self.connection.queue().register_waker(waker)
+        // Still in place if the queue gave up no waker since the count was read before
+        // registering it (a push that takes it wakes it).
+        let queue = self.connection.queue();
+        let takes = queue.waker_takes();
+        if same && takes.is_some() && takes == self.queue_takes {
+            return true;
+        }
+        let registered = queue.register_waker(waker);
+        self.queue_takes = if registered { takes } else { None };
+        registered
     }
 }
 

@@ -274,3 +274,35 @@ fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
         assert_eq!(second.message_type(), "b");
     });
 }
+
+/// The same for dispatches: a stream that waits again with the same waker after a
+/// dispatch woke it is woken by the next dispatch. Protection: the stream skips
+/// registering with its queue again only while the queue's count of waker takes
+/// (`Queue::waker_takes`, read before registering) is unchanged.
+#[test]
+fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_dispatch() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let id = listener.id().to_owned();
+        let mut stream = channel.message_stream(&id).unwrap();
+        let second = block_on(async {
+            std::future::poll_fn(|cx| {
+                assert!(Stream::poll_next(std::pin::Pin::new(&mut stream), cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            channel.dispatch(&id, Message::of_type("a")).unwrap();
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(first.message_type(), "a");
+            let dispatcher = {
+                let (channel, id) = (channel.clone(), id.clone());
+                thread::spawn(move || channel.dispatch(&id, Message::of_type("b")).unwrap())
+            };
+            let second = stream.next().await.unwrap().unwrap();
+            dispatcher.join().unwrap();
+            second
+        });
+        assert_eq!(second.message_type(), "b");
+    });
+}
