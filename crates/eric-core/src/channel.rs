@@ -372,7 +372,11 @@ impl<A: Adapter> Channel<A> {
     /// was the next to come: the listener reads it after broadcast `seq - 1` and before
     /// broadcast `seq`. For rebuilding a listener's queue elsewhere (on another process,
     /// say); a `seq` past the next broadcast counts as the next broadcast, and the
-    /// messages of one listener must be given in order.
+    /// messages of one listener must be given in order. Give each before broadcast
+    /// `seq` is appended, as a replica applying a channel's entries in order does: a
+    /// stream that already checked the log past `seq` (it reads what one check of the
+    /// log's head and its queue covered without looking at the queue again) reads the
+    /// dispatch after the broadcasts that check covered.
     pub fn dispatch_at(&self, listener_id: &str, seq: u64, msg: impl Into<Message>) -> Result<()> {
         let connection = self.get_connection(listener_id)?;
         // Stamp first, check second: `close` sets its flag before appending the closed
