@@ -231,13 +231,7 @@ impl Connection {
                 return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
             }
         } else if at >= log.head() {
-            // Caught up: the log first, the queue second, as in `next`. (A broadcast
-            // whose head is not published yet is seen by the read after the stream
-            // registers its waker, or wakes it.)
-            return match self.inner.queue.peek_broadcasts_before() {
-                None => Unlocked::CaughtUp,
-                Some(_) => Unlocked::Locked,
-            };
+            return self.at_head();
         }
         self.read_unlocked_checking(log, cache)
     }
@@ -258,13 +252,17 @@ impl Connection {
         loop {
             let at = self.position();
             let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at)) else {
-                return self.caught_up_or_locked(at, log);
+                return if at >= log.head() {
+                    self.at_head()
+                } else {
+                    Unlocked::Locked
+                };
             };
             if at >= cache.checked_until {
                 // The log first, the queue second, as in `next`.
                 let head = log.head();
                 if at >= head {
-                    return self.caught_up_or_locked(at, log);
+                    return self.at_head();
                 }
                 let front = self.inner.queue.peek_broadcasts_before();
                 if front.is_some_and(|before| before <= at) {
@@ -287,13 +285,15 @@ impl Connection {
         }
     }
 
-    /// Nothing to read at `at` if it is the log's head and no dispatch waits; else
-    /// the read under the lock decides.
-    fn caught_up_or_locked(&self, at: u64, log: &BroadcastLog) -> Unlocked {
-        if at >= log.head() && self.inner.queue.peek_broadcasts_before().is_none() {
-            Unlocked::CaughtUp
-        } else {
-            Unlocked::Locked
+    /// What a reader whose position reached the log's head (loaded first) finds:
+    /// nothing if no dispatch waits; else the read under the lock decides. (A broadcast
+    /// whose head is not published yet is seen by the read after the stream registers
+    /// its waker, or wakes it.)
+    #[inline]
+    fn at_head(&self) -> Unlocked {
+        match self.inner.queue.peek_broadcasts_before() {
+            None => Unlocked::CaughtUp,
+            Some(_) => Unlocked::Locked,
         }
     }
 
