@@ -242,46 +242,11 @@ fn a_rewind_racing_a_stream_read_is_not_undone() {
     });
 }
 
-/// A stream that waits again with the same waker after a broadcast woke it (one task
-/// reading broadcasts as they come): the next broadcast wakes it too. Protection: a
-/// stream skips registering again (no lock) only while the log's count of clearings
-/// says its waker is still among the waiters; an append counts a clearing, then wakes,
-/// under its lock.
-#[test]
-fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
-    loom::model(|| {
-        let channel = Channel::default();
-        let listener = channel.add_listener().unwrap();
-        let mut stream = channel.message_stream(listener.id()).unwrap();
-        // One task, one waker: it waits, is woken by "a", reads it, waits again.
-        let second = block_on(async {
-            std::future::poll_fn(|cx| {
-                assert!(Stream::poll_next(std::pin::Pin::new(&mut stream), cx).is_pending());
-                std::task::Poll::Ready(())
-            })
-            .await;
-            channel.broadcast(Message::of_type("a")).unwrap();
-            let first = stream.next().await.unwrap().unwrap();
-            assert_eq!(first.message_type(), "a");
-            let publisher = {
-                let channel = channel.clone();
-                thread::spawn(move || channel.broadcast(Message::of_type("b")).unwrap())
-            };
-            let second = stream.next().await.unwrap().unwrap();
-            publisher.join().unwrap();
-            second
-        });
-        assert_eq!(second.message_type(), "b");
-    });
-}
-
-/// The same for dispatches: a stream that waits again with the same waker after a
-/// dispatch woke it is woken by the next dispatch. Protection: the stream skips
-/// registering with its queue again only while the queue's count of waker takes
-/// (`Queue::waker_takes`, read before registering) is unchanged.
-#[test]
-fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_dispatch() {
-    loom::model(|| {
+/// One task, one waker, reading a listener's stream: it waits, is woken by the message
+/// `send` sends ("a"), reads it, and waits again while another thread sends "b"; it
+/// must be woken for "b" too.
+fn waits_again_with_the_same_waker(send: fn(&Channel, &str, Message)) {
+    loom::model(move || {
         let channel = Channel::default();
         let listener = channel.add_listener().unwrap();
         let id = listener.id().to_owned();
@@ -292,17 +257,38 @@ fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_dispatch() {
                 std::task::Poll::Ready(())
             })
             .await;
-            channel.dispatch(&id, Message::of_type("a")).unwrap();
+            send(&channel, &id, Message::of_type("a"));
             let first = stream.next().await.unwrap().unwrap();
             assert_eq!(first.message_type(), "a");
-            let dispatcher = {
+            let sender = {
                 let (channel, id) = (channel.clone(), id.clone());
-                thread::spawn(move || channel.dispatch(&id, Message::of_type("b")).unwrap())
+                thread::spawn(move || send(&channel, &id, Message::of_type("b")))
             };
             let second = stream.next().await.unwrap().unwrap();
-            dispatcher.join().unwrap();
+            sender.join().unwrap();
             second
         });
         assert_eq!(second.message_type(), "b");
     });
+}
+
+/// A stream that waits again with the same waker after a broadcast woke it (one task
+/// reading broadcasts as they come): the next broadcast wakes it too. Protection: a
+/// stream skips registering again (no lock) only while the log's count of clearings
+/// says its waker is still among the waiters; an append counts a clearing, then wakes,
+/// under its lock.
+#[test]
+fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
+    waits_again_with_the_same_waker(|channel, _, msg| {
+        channel.broadcast(msg).unwrap();
+    });
+}
+
+/// The same for dispatches: a stream that waits again with the same waker after a
+/// dispatch woke it is woken by the next dispatch. Protection: the stream skips
+/// registering with its queue again only while the queue's count of waker takes
+/// (`Queue::waker_takes`, read before registering) is unchanged.
+#[test]
+fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_dispatch() {
+    waits_again_with_the_same_waker(|channel, id, msg| channel.dispatch(id, msg).unwrap());
 }

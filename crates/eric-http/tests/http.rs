@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 mod support;
-use support::{Running, next, start};
+use support::{Running, next, next_chunk, start};
 
 #[tokio::test]
 async fn every_route_works_as_eric_sse_front_end_does() {
@@ -299,18 +299,10 @@ async fn a_reconnecting_event_source_resumes_with_last_event_id() {
 async fn idle_streams_get_keep_alive_comments() {
     let server = start(HttpConfig::default().keep_alive(Some(Duration::from_millis(100)))).await;
     let channel = server.create().await;
-    let response = server
-        .http
-        .get(server.url(&format!("/channels/{channel}/events")))
-        .send()
-        .await
-        .unwrap();
-    let mut bytes = response.bytes_stream();
-    let chunk = tokio::time::timeout(Duration::from_secs(2), bytes.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut body = server
+        .raw_body(&format!("/channels/{channel}/events"))
+        .await;
+    let chunk = next_chunk(&mut body, Duration::from_secs(2)).await;
     assert_eq!(&chunk[..], b":\n\n");
 }
 
@@ -319,13 +311,9 @@ async fn a_stream_that_gets_events_gets_no_keep_alive_until_it_goes_quiet() {
     let every = Duration::from_millis(400);
     let server = start(HttpConfig::default().keep_alive(Some(every))).await;
     let channel = server.create().await;
-    let response = server
-        .http
-        .get(server.url(&format!("/channels/{channel}/events")))
-        .send()
-        .await
-        .unwrap();
-    let mut bytes = response.bytes_stream();
+    let mut bytes = server
+        .raw_body(&format!("/channels/{channel}/events"))
+        .await;
     let mut received = Vec::new();
     // An event every 100 ms for 1.2 s: three keep-alive periods, none of them quiet.
     let publishing = async {

@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 use eric_http::{HttpConfig, HttpServer, MultiEventId};
 use eric_persistence::{ChannelSettings, SharedChannels};
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{EventStream, Running, next};
+use support::{EventStream, Running, next, next_chunk};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -321,18 +320,8 @@ fn ids_round_trip_and_anything_else_is_refused() {
 async fn the_stream_opens_with_its_starting_id_and_retry() {
     let server = serve(Backend::Memory, 16).await;
     let running = &server.running;
-    let response = running
-        .http
-        .get(running.url("/events?channel=a&channel=b"))
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
-    let opening = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut body = running.raw_body("/events?channel=a&channel=b").await;
+    let opening = next_chunk(&mut body, std::time::Duration::from_secs(5)).await;
     let opening = String::from_utf8(opening.to_vec()).unwrap();
     let lines: Vec<&str> = opening.split('\n').collect();
     assert!(lines[0].starts_with("id: "), "{opening:?}");

@@ -9,33 +9,23 @@ mod support;
 use std::time::Duration;
 
 use eric_http::HttpConfig;
-use futures_util::StreamExt;
 use serde_json::json;
-use support::{next, start};
+use support::{next, next_chunk, start};
 
 #[tokio::test]
 async fn events_that_come_within_the_delay_are_written_together_in_order() {
     let server = start(HttpConfig::default().write_delay(Some(Duration::from_millis(500)))).await;
     let channel = server.create().await;
-    let response = server
-        .http
-        .get(server.url(&format!("/channels/{channel}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
+    let mut body = server
+        .raw_body(&format!("/channels/{channel}/events"))
+        .await;
     for n in 0..5 {
         let published = server.broadcast(&channel, "n", json!({ "n": n })).await;
         assert_eq!(published.status(), 200);
     }
     // The first write that carries events carries all five: one chunk of the body.
     let written = loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
-            .await
-            .expect("nothing written within 5 s")
-            .expect("the stream ended")
-            .unwrap();
+        let chunk = next_chunk(&mut body, Duration::from_secs(5)).await;
         let chunk = String::from_utf8(chunk.to_vec()).unwrap();
         if chunk.contains("data:") {
             break chunk;

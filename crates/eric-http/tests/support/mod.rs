@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 
 pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
+/// A response body as the server writes it, chunk by chunk (not parsed into events).
+pub type RawBody = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
 pub struct Running {
     pub base: String,
     pub http: reqwest::Client,
@@ -112,6 +115,14 @@ impl Running {
         Box::pin(response.bytes_stream().eventsource().map(|e| e.unwrap()))
     }
 
+    /// The body of `GET path` as written: for what the SSE parser hides (comments,
+    /// an opening block without data, how events are split into writes).
+    pub async fn raw_body(&self, path: &str) -> RawBody {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        Box::pin(response.bytes_stream())
+    }
+
     pub async fn metric(&self, name: &str) -> u64 {
         metric_at(&self.http, &self.base, name).await
     }
@@ -137,6 +148,15 @@ pub async fn next(events: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
         .await
         .expect("no event within 5 s")
         .expect("the stream ended")
+}
+
+/// The next chunk `body` writes, within `within`.
+pub async fn next_chunk(body: &mut RawBody, within: Duration) -> bytes::Bytes {
+    tokio::time::timeout(within, body.next())
+        .await
+        .unwrap_or_else(|_| panic!("nothing written within {within:?}"))
+        .expect("the stream ended")
+        .unwrap()
 }
 
 /// A counter or gauge of `/metrics` at `base` (a server of this process or not).
