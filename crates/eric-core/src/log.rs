@@ -210,6 +210,12 @@ impl BroadcastLog {
         if segments.front().is_some_and(|front| seq < front.start) {
             return None;
         }
+        // Appends, and readers at the head, are in the last segment.
+        if let Some(last) = segments.back()
+            && last.contains(seq)
+        {
+            return Some(Arc::clone(last));
+        }
         // Segments follow one another with no gap (each starts at the end of the one
         // before), so the last that starts at or before `seq` is the one, if any is.
         let index = segments.partition_point(|s| s.start <= seq);
