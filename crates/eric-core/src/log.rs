@@ -379,13 +379,14 @@ impl BroadcastLog {
     /// Registers `waker` to be woken by the next broadcast, in the consumer's `slot`
     /// (its place, if it still has one: registering twice wakes once). `same` says the
     /// consumer registered a waker that wakes the same task last time: if no broadcast
-    /// cleared the waiters since, it is still in place, and nothing is locked.
-    pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker, same: bool) {
+    /// cleared the waiters since, it is still in place, and nothing is locked: then
+    /// the result is `true`.
+    pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker, same: bool) -> bool {
         // A clearing this load misses has yet to wake the waker in place (it clears and
         // wakes under one lock, after the count): the consumer is woken either way. A
         // consumer woken by a clearing sees its count (the wake orders them).
         if same && slot.taken_at == Some(self.clearings.load(Ordering::Acquire)) {
-            return;
+            return true;
         }
         let state = &mut *lock(&self.state);
         let clearings = self.clearings.load(Ordering::Acquire);
@@ -395,10 +396,11 @@ impl BroadcastLog {
             if !registered.will_wake(waker) {
                 *registered = waker.clone();
             }
-            return;
+            return false;
         }
         slot.key = state.waiters.insert(waker.clone());
         slot.taken_at = Some(clearings);
+        false
     }
 
     /// Gives up the consumer's place, if it still has one (a consumer going away).

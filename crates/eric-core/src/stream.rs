@@ -101,13 +101,13 @@ impl<A: Adapter> MessageStream<A> {
     }
 
     /// Asks to be woken by a broadcast, a dispatch, or a stop, removal or takeover.
-    /// Returns `false` if a dispatch arrived meanwhile (read again instead of waiting).
-    fn register(&mut self, waker: &Waker) -> bool {
+    fn register(&mut self, waker: &Waker) -> Registration {
         let same = self
             .registered
             .as_ref()
             .is_some_and(|registered| registered.will_wake(waker));
-        self.shared
+        let mut in_place = self
+            .shared
             .log
             .register_waiter(&mut self.waiter, waker, same);
         let state = self.connection.listener().state();
@@ -115,6 +115,7 @@ impl<A: Adapter> MessageStream<A> {
         // takeover, or this stream going): then there is nothing to do.
         if !same || self.consumer_takes != Some(state.consumer_takes()) {
             self.consumer_takes = Some(state.register_consumer(waker));
+            in_place = false;
         }
         if !same {
             self.registered = Some(waker.clone());
@@ -124,12 +125,29 @@ impl<A: Adapter> MessageStream<A> {
         let queue = self.connection.queue();
         let takes = queue.waker_takes();
         if same && takes.is_some() && takes == self.queue_takes {
-            return true;
+            return match in_place {
+                true => Registration::InPlace,
+                false => Registration::Made,
+            };
         }
         let registered = queue.register_waker(waker);
         self.queue_takes = if registered { takes } else { None };
-        registered
+        match registered {
+            true => Registration::Made,
+            false => Registration::Refused,
+        }
     }
+}
+
+/// What [`MessageStream::register`] did.
+enum Registration {
+    /// This task's wakers were in place since before this poll's read: whatever came
+    /// after that read wakes it (or has), so it may wait without reading again.
+    InPlace,
+    /// Registered now: read once more, so that what landed before is not missed.
+    Made,
+    /// The queue refused: a dispatch arrived meanwhile (read again).
+    Refused,
 }
 
 impl<A: Adapter> Stream for MessageStream<A> {
@@ -155,7 +173,11 @@ impl<A: Adapter> Stream for MessageStream<A> {
                 Ok(None) => {
                     // Register, then read once more, so that a message or a stop landing
                     // in between is not missed.
-                    registered = this.register(cx.waker());
+                    registered = match this.register(cx.waker()) {
+                        Registration::InPlace => return Poll::Pending,
+                        Registration::Made => true,
+                        Registration::Refused => false,
+                    };
                     continue;
                 }
                 Err(err) => {

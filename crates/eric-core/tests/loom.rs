@@ -12,12 +12,12 @@
 #![cfg(loom)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use eric_core::{Channel, Error, MESSAGE_TYPE_CLOSED, Message};
 use futures_util::{Stream, StreamExt};
-use loom::future::block_on;
 use loom::thread;
 
 /// A broadcast appended while a stream registers its waker and reads again: the stream
@@ -145,6 +145,37 @@ fn a_dispatch_racing_close_is_read_before_the_end_or_refused() {
     });
 }
 
+/// A waker that wakes a task blocked in [`block_on`], through loom's
+/// `Notify`, so that a wake lost is a deadlock loom reports.
+struct Unpark(loom::sync::Notify);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.notify();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify();
+    }
+}
+
+/// Runs `f` to completion on this thread, polling it with one waker whose clones all
+/// say `will_wake` of one another, as a runtime's task waker does. (loom's `block_on`
+/// waker does not: the clone a stream keeps never `will_wake` the next poll's waker,
+/// seen by printing it, so a stream's same-waker paths never ran under it.)
+fn block_on<F: Future>(f: F) -> F::Output {
+    let unpark = Arc::new(Unpark(loom::sync::Notify::new()));
+    let waker = Waker::from(Arc::clone(&unpark));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        unpark.0.wait();
+    }
+}
+
 /// Counts the clones of a waker still held somewhere.
 struct Noop;
 
@@ -243,27 +274,25 @@ fn a_rewind_racing_a_stream_read_is_not_undone() {
 }
 
 /// One task, one waker, reading a listener's stream: it waits, is woken by the message
-/// `send` sends ("a"), reads it, and waits again while another thread sends "b"; it
-/// must be woken for "b" too.
+/// another thread sends with `send` ("a"), reads it, and waits again while a third
+/// thread sends "b"; it must be woken for "b" too. (Both are sent from other threads,
+/// so that a wake is taken by the wait it ends, not left over to hide a lost one.)
 fn waits_again_with_the_same_waker(send: fn(&Channel, &str, Message)) {
     loom::model(move || {
         let channel = Channel::default();
         let listener = channel.add_listener().unwrap();
         let id = listener.id().to_owned();
         let mut stream = channel.message_stream(&id).unwrap();
+        let sends = |channel: &Channel, id: &str, what: &'static str| {
+            let (channel, id) = (channel.clone(), id.to_owned());
+            thread::spawn(move || send(&channel, &id, Message::of_type(what)))
+        };
         let second = block_on(async {
-            std::future::poll_fn(|cx| {
-                assert!(Stream::poll_next(std::pin::Pin::new(&mut stream), cx).is_pending());
-                std::task::Poll::Ready(())
-            })
-            .await;
-            send(&channel, &id, Message::of_type("a"));
+            let sender = sends(&channel, &id, "a");
             let first = stream.next().await.unwrap().unwrap();
             assert_eq!(first.message_type(), "a");
-            let sender = {
-                let (channel, id) = (channel.clone(), id.clone());
-                thread::spawn(move || send(&channel, &id, Message::of_type("b")))
-            };
+            sender.join().unwrap();
+            let sender = sends(&channel, &id, "b");
             let second = stream.next().await.unwrap().unwrap();
             sender.join().unwrap();
             second
@@ -291,4 +320,49 @@ fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
 #[test]
 fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_dispatch() {
     waits_again_with_the_same_waker(|channel, id, msg| channel.dispatch(id, msg).unwrap());
+}
+
+/// One task, one waker: the stream waits, then is polled again with nothing read
+/// between (hyper polls a body more than once per event) while another thread sends
+/// "b"; the second poll finds its wakers in place and waits without reading again, and
+/// "b" must still wake it.
+fn polled_again_with_its_wakers_in_place(send: fn(&Channel, &str, Message)) {
+    loom::model(move || {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let id = listener.id().to_owned();
+        let mut stream = channel.message_stream(&id).unwrap();
+        let got = block_on(async {
+            std::future::poll_fn(|cx| {
+                assert!(Stream::poll_next(std::pin::Pin::new(&mut stream), cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            let sender = {
+                let (channel, id) = (channel.clone(), id.clone());
+                thread::spawn(move || send(&channel, &id, Message::of_type("b")))
+            };
+            let got = stream.next().await.unwrap().unwrap();
+            sender.join().unwrap();
+            got
+        });
+        assert_eq!(got.message_type(), "b");
+    });
+}
+
+/// A stream polled again with its wakers in place waits without reading again; a
+/// broadcast racing that poll wakes it. Protection: it waits unread only if the log's
+/// count of clearings (and the consumer's and queue's counts of takes) say that every
+/// waker it registered is still in place, so that what came after its read wakes it.
+#[test]
+fn a_stream_polled_again_with_its_wakers_in_place_is_woken_by_a_racing_broadcast() {
+    polled_again_with_its_wakers_in_place(|channel, _, msg| {
+        channel.broadcast(msg).unwrap();
+    });
+}
+
+/// The same for a dispatch racing that poll.
+#[test]
+fn a_stream_polled_again_with_its_wakers_in_place_is_woken_by_a_racing_dispatch() {
+    polled_again_with_its_wakers_in_place(|channel, id, msg| channel.dispatch(id, msg).unwrap());
 }
