@@ -90,11 +90,17 @@ pub struct ListenerState {
     // Wakes the stream reading this listener's queue when the listener is stopped or
     // removed, so that it ends without polling. A mutex rather than an atomic waker so
     // that a dropped stream can remove its own waker without racing a newer stream's.
-    consumer: Mutex<Option<Waker>>,
+    consumer: Mutex<Option<Consumer>>,
     // How many times the consumer's waker was taken (woken, detached or replaced),
     // counted under the lock: a stream whose waker was registered since the last time need not
     // register it again (no lock while a stream waits for message after message).
     takes: AtomicU64,
+}
+
+/// The waker of the stream reading a listener, and that stream's generation.
+struct Consumer {
+    waker: Waker,
+    generation: u64,
 }
 
 impl ListenerState {
@@ -146,21 +152,28 @@ impl ListenerState {
         self.running.load(Ordering::Acquire)
     }
 
-    fn consumer(&self) -> MutexGuard<'_, Option<Waker>> {
+    fn consumer(&self) -> MutexGuard<'_, Option<Consumer>> {
         // The slot holds no invariant a panic could break.
         self.consumer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `waker` as the consumer's; returns the number of takes so far, which
-    /// stays the same for as long as it stays registered.
-    pub(crate) fn register_consumer(&self, waker: &Waker) -> u64 {
+    /// Registers `waker` as the consumer's, for the stream of `generation` (its
+    /// connection's consumer generation); returns the number of takes so far, which
+    /// stays the same for as long as it stays registered. A newer stream's waker is
+    /// left in place: the stream registering is superseded, and sees it when it reads
+    /// again (the newer stream's generation was counted before it registered).
+    pub(crate) fn register_consumer(&self, waker: &Waker, generation: u64) -> u64 {
         let mut slot = self.consumer();
         match &*slot {
-            Some(registered) if registered.will_wake(waker) => {}
+            Some(registered) if registered.waker.will_wake(waker) => {}
+            Some(registered) if registered.generation > generation => {}
             _ => {
-                // Another stream's waker replaced is taken from it too.
+                // An older stream's waker replaced is taken from it too.
                 let replaced = self.take_consumer(&mut slot);
-                *slot = Some(waker.clone());
+                *slot = Some(Consumer {
+                    waker: waker.clone(),
+                    generation,
+                });
                 drop(replaced);
             }
         }
@@ -174,12 +187,12 @@ impl ListenerState {
 
     /// Takes the consumer's waker, counting the take (under the lock, so that a
     /// registration reads a count its waker is in place for).
-    fn take_consumer(&self, slot: &mut Option<Waker>) -> Option<Waker> {
+    fn take_consumer(&self, slot: &mut Option<Consumer>) -> Option<Waker> {
         let taken = slot.take();
         if taken.is_some() {
             self.takes.fetch_add(1, Ordering::AcqRel);
         }
-        taken
+        taken.map(|consumer| consumer.waker)
     }
 
     pub(crate) fn wake_consumer(&self) {
@@ -196,7 +209,9 @@ impl ListenerState {
         let stale = {
             let mut slot = self.consumer();
             match &*slot {
-                Some(registered) if registered.will_wake(waker) => self.take_consumer(&mut slot),
+                Some(registered) if registered.waker.will_wake(waker) => {
+                    self.take_consumer(&mut slot)
+                }
                 _ => None,
             }
         };

@@ -114,7 +114,7 @@ impl<A: Adapter> MessageStream<A> {
         // Still in place if nothing took it since (a take is a stop, a removal, a
         // takeover, or this stream going): then there is nothing to do.
         if !same || self.consumer_takes != Some(state.consumer_takes()) {
-            self.consumer_takes = Some(state.register_consumer(waker));
+            self.consumer_takes = Some(state.register_consumer(waker, self.generation));
             in_place = false;
         }
         if !same {

@@ -366,3 +366,53 @@ fn a_stream_polled_again_with_its_wakers_in_place_is_woken_by_a_racing_broadcast
 fn a_stream_polled_again_with_its_wakers_in_place_is_woken_by_a_racing_dispatch() {
     polled_again_with_its_wakers_in_place(|channel, id, msg| channel.dispatch(id, msg).unwrap());
 }
+
+/// A waker that notes that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A stream taking over a listener while the stream it supersedes is polled again: the
+/// older one's registration must not take the newer one's consumer waker, or a stop of
+/// the listener would never wake the newer stream. Protection: a consumer waker is
+/// registered with its stream's generation, and a registration never replaces a newer
+/// generation's.
+#[test]
+fn a_stream_superseded_while_polled_leaves_the_newer_its_consumer_waker() {
+    loom::model(|| {
+        let channel = Channel::default();
+        let listener = channel.add_listener().unwrap();
+        let id = listener.id().to_owned();
+        let mut older = channel.message_stream(&id).unwrap();
+        let older_waker = Waker::from(Arc::new(Noop));
+        let mut older_cx = Context::from_waker(&older_waker);
+        assert!(Stream::poll_next(std::pin::Pin::new(&mut older), &mut older_cx).is_pending());
+        let newer = {
+            let (channel, id) = (channel.clone(), id.clone());
+            thread::spawn(move || {
+                let mut newer = channel.message_stream(&id).unwrap();
+                let woken = Arc::new(Flag(Default::default()));
+                let waker = Waker::from(Arc::clone(&woken));
+                let polled = Stream::poll_next(
+                    std::pin::Pin::new(&mut newer),
+                    &mut Context::from_waker(&waker),
+                );
+                assert!(polled.is_pending());
+                (newer, woken)
+            })
+        };
+        // Woken by the takeover, or polled for another reason: it ends, or waits.
+        let _ = Stream::poll_next(std::pin::Pin::new(&mut older), &mut older_cx);
+        let (newer, woken) = newer.join().unwrap();
+        listener.stop();
+        assert!(
+            woken.0.load(std::sync::atomic::Ordering::SeqCst),
+            "the newer stream was not woken by the stop"
+        );
+        drop((older, newer));
+    });
+}
