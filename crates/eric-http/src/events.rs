@@ -28,14 +28,17 @@ pub(crate) struct SseBody {
     /// This connection's `retry`, in place of the channel's: spread per connection so
     /// that browsers dropped at once do not come back at once.
     retry_ms: u64,
-    /// Whether an event carried it yet: the first does, the others need not (a client
+    /// Whether an event carried it yet: the first does (beside the preamble's, for
+    /// clients whose parser hands over events only), the others need not (a client
     /// keeps the last it was sent).
     retry_sent: bool,
     metrics: Arc<Metrics>,
     /// When the stream ends by itself (`HttpConfig::max_stream_duration`).
     lifetime: Option<Pin<Box<Sleep>>>,
-    /// Written first, if set: an `id:` line and this connection's `retry`, which set a
-    /// browser's last event id and reconnection time without an event.
+    /// Written first: this connection's `retry` (and, for a stream that sets one, an
+    /// `id:` line), in a block without data, which sets a browser's reconnection time
+    /// (and last event id) without an event. So a stream that never gets an event is
+    /// still spread out when the server restarts: most streams are idle most of the time.
     preamble: Option<Bytes>,
     /// Events waiting for their write (`HttpConfig::write_delay`).
     gathering: Option<Gathering>,
@@ -105,7 +108,7 @@ impl SseBody {
             retry_sent: false,
             metrics,
             lifetime: None,
-            preamble: None,
+            preamble: Some(Bytes::from(format!("retry: {retry_ms}\n\n"))),
             gathering: None,
             done: false,
         }

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::start;
+use support::{next_chunk, start};
 
 #[tokio::test]
 async fn an_http1_stream_is_its_events_as_they_are_until_the_connection_closes() {
@@ -66,4 +66,33 @@ async fn an_http1_stream_is_its_events_as_they_are_until_the_connection_closes()
     for n in 0..3 {
         assert!(body.contains(&format!("-{n}\ndata: {n}\n\n")), "{body:?}");
     }
+}
+
+/// No reconnection storm from idle streams: a stream's first bytes, before any event,
+/// are its own `retry` in a block without data (which sets a browser's reconnection
+/// time and fires no event), so that clients that never got an event are spread out
+/// too when the server goes away.
+#[tokio::test]
+async fn a_stream_gets_its_own_retry_before_any_event() {
+    let server = start(HttpConfig::default().retry(Duration::from_millis(1000))).await;
+    let channel = server.create().await;
+    let mut retries = Vec::new();
+    for _ in 0..20 {
+        let mut body = server
+            .raw_body(&format!("/channels/{channel}/events"))
+            .await;
+        let first = next_chunk(&mut body, Duration::from_secs(5)).await;
+        let text = std::str::from_utf8(&first).unwrap();
+        let retry: u64 = text
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!((500..=1500).contains(&retry), "{retry} ms");
+        retries.push(retry);
+    }
+    retries.sort_unstable();
+    retries.dedup();
+    // 20 draws from 1,001 values: all equal would mean no spread at all.
+    assert!(retries.len() > 10, "{retries:?}");
 }

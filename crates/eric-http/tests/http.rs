@@ -302,6 +302,9 @@ async fn idle_streams_get_keep_alive_comments() {
     let mut body = server
         .raw_body(&format!("/channels/{channel}/events"))
         .await;
+    // First the stream's own `retry` (a block without data), then the comments.
+    let retry = next_chunk(&mut body, Duration::from_secs(2)).await;
+    assert!(retry.starts_with(b"retry: "), "{retry:?}");
     let chunk = next_chunk(&mut body, Duration::from_secs(2)).await;
     assert_eq!(&chunk[..], b":\n\n");
 }

@@ -104,11 +104,18 @@ async fn keep_alives_and_limits_behave_the_same_over_h2c() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
-    let comment = tokio::time::timeout(Duration::from_secs(5), body.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut chunks = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), body.next());
+        chunks.push(next.await.unwrap().unwrap().unwrap());
+    }
+    let [retry, comment] = &chunks[..] else {
+        unreachable!()
+    };
+    assert!(
+        retry.starts_with(b"retry: "),
+        "the stream's retry first: {retry:?}"
+    );
     assert_eq!(&comment[..], b":\n\n", "a keep-alive comment over HTTP/2");
     // The channel's one listener is taken: the limit answers 503 over HTTP/2 too.
     let refused = h2c
@@ -202,14 +209,18 @@ async fn tls_offers_h2_and_http1_by_alpn() {
         .await
         .unwrap();
     let mut body = response.into_body();
-    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    let mut text = String::new();
+    // The stream's retry first, then the event (in one frame or two).
+    while !text.contains("data: \"over h2\"") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+    }
     assert!(
-        text.contains("event: headline") && text.contains("data: \"over h2\""),
+        text.starts_with("retry: ") && text.contains("event: headline"),
         "{text}"
     );
 
