@@ -125,16 +125,18 @@ impl<A: Adapter> MessageStream<A> {
         let queue = self.connection.queue();
         let takes = queue.waker_takes();
         if same && takes.is_some() && takes == self.queue_takes {
-            return match in_place {
-                true => Registration::InPlace,
-                false => Registration::Made,
+            return if in_place {
+                Registration::InPlace
+            } else {
+                Registration::Made
             };
         }
         let registered = queue.register_waker(waker);
         self.queue_takes = if registered { takes } else { None };
-        match registered {
-            true => Registration::Made,
-            false => Registration::Refused,
+        if registered {
+            Registration::Made
+        } else {
+            Registration::Refused
         }
     }
 }

@@ -273,6 +273,17 @@ fn a_rewind_racing_a_stream_read_is_not_undone() {
     });
 }
 
+/// Sends a message of type `what` to listener `id` with `send`, on a thread of its own.
+fn spawn_send(
+    send: fn(&Channel, &str, Message),
+    channel: &Channel,
+    id: &str,
+    what: &'static str,
+) -> thread::JoinHandle<()> {
+    let (channel, id) = (channel.clone(), id.to_owned());
+    thread::spawn(move || send(&channel, &id, Message::of_type(what)))
+}
+
 /// One task, one waker, reading a listener's stream: it waits, is woken by the message
 /// another thread sends with `send` ("a"), reads it, and waits again while a third
 /// thread sends "b"; it must be woken for "b" too. (Both are sent from other threads,
@@ -283,16 +294,12 @@ fn waits_again_with_the_same_waker(send: fn(&Channel, &str, Message)) {
         let listener = channel.add_listener().unwrap();
         let id = listener.id().to_owned();
         let mut stream = channel.message_stream(&id).unwrap();
-        let sends = |channel: &Channel, id: &str, what: &'static str| {
-            let (channel, id) = (channel.clone(), id.to_owned());
-            thread::spawn(move || send(&channel, &id, Message::of_type(what)))
-        };
         let second = block_on(async {
-            let sender = sends(&channel, &id, "a");
+            let sender = spawn_send(send, &channel, &id, "a");
             let first = stream.next().await.unwrap().unwrap();
             assert_eq!(first.message_type(), "a");
             sender.join().unwrap();
-            let sender = sends(&channel, &id, "b");
+            let sender = spawn_send(send, &channel, &id, "b");
             let second = stream.next().await.unwrap().unwrap();
             sender.join().unwrap();
             second
@@ -338,10 +345,7 @@ fn polled_again_with_its_wakers_in_place(send: fn(&Channel, &str, Message)) {
                 Poll::Ready(())
             })
             .await;
-            let sender = {
-                let (channel, id) = (channel.clone(), id.clone());
-                thread::spawn(move || send(&channel, &id, Message::of_type("b")))
-            };
+            let sender = spawn_send(send, &channel, &id, "b");
             let got = stream.next().await.unwrap().unwrap();
             sender.join().unwrap();
             got

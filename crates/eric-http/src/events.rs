@@ -108,7 +108,7 @@ impl SseBody {
             retry_sent: false,
             metrics,
             lifetime: None,
-            preamble: Some(Bytes::from(format!("retry: {retry_ms}\n\n"))),
+            preamble: Some(Bytes::from(retry_field(retry_ms) + "\n")),
             gathering: None,
             done: false,
         }
@@ -139,8 +139,8 @@ impl SseBody {
     /// its first event resumes from `id`, at this connection's time).
     pub(crate) fn starting_id(mut self, id: &str) -> Self {
         self.preamble = Some(Bytes::from(format!(
-            "id: {id}\nretry: {}\n\n",
-            self.retry_ms
+            "id: {id}\n{}\n",
+            retry_field(self.retry_ms)
         )));
         self
     }
@@ -210,7 +210,7 @@ impl Stream for SseBody {
                 Poll::Ready(Some(Ok(event))) => {
                     let encoded = Self::delivered(&event, &this.metrics, &mut this.keep_alive);
                     let retry = (!std::mem::replace(&mut this.retry_sent, true))
-                        .then(|| format!("retry: {}\n", this.retry_ms));
+                        .then(|| retry_field(this.retry_ms));
                     let Some(gathering) = &mut this.gathering else {
                         let Some(retry) = retry else {
                             return Poll::Ready(Some(Ok(encoded)));
@@ -264,6 +264,11 @@ impl Stream for SseBody {
             }
         }
     }
+}
+
+/// The `retry:` line of an SSE block: a client's reconnection time, in milliseconds.
+fn retry_field(ms: u64) -> String {
+    format!("retry: {ms}\n")
 }
 
 /// The type of the event that ends a stream whose token expired.
