@@ -49,6 +49,7 @@ mod auth;
 pub mod client;
 mod error;
 mod events;
+mod handoff;
 mod latency;
 mod memory;
 mod metrics;

@@ -1,6 +1,7 @@
 //! The streaming routes: one listener's stream, subscribe-and-stream for
 //! `EventSource`, and many channels merged on one stream.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -11,6 +12,7 @@ use super::{ChannelQuery, Shared, room_for_a_listener};
 use crate::auth::{self, Access, Role};
 use crate::error::{Error, Result};
 use crate::events::SseBody;
+use crate::handoff::Handoff;
 use crate::state::AppState;
 
 /// The id a stream resumes after: the `Last-Event-ID` header a reconnecting
@@ -23,11 +25,22 @@ fn last_event_id(headers: &HeaderMap, from_query: Option<String>) -> Option<Stri
         .or(from_query)
 }
 
-fn sse_response(state: &AppState, events: EventStream, expires: Option<u64>) -> Response {
-    sse_body_response(state.sse_body(events, expires))
+/// The connection's [`Handoff`], on a `GET` over HTTP/1.x served by eric.
+type ToConnection = Option<Extension<Handoff>>;
+
+fn sse_response(
+    state: &AppState,
+    events: EventStream,
+    expires: Option<u64>,
+    handoff: ToConnection,
+) -> Response {
+    sse_body_response(state.sse_body(events, expires), handoff)
 }
 
-fn sse_body_response(body: SseBody) -> Response {
+/// The stream's response: `body` as its body, or, where the connection writes the
+/// stream itself (`handoff`), an empty body of no stated length (the head then says
+/// nothing of its end) and `body` left to the connection.
+fn sse_body_response(body: SseBody, handoff: ToConnection) -> Response {
     // Sized for its three headers: hyper keeps a response's header map for the
     // connection's next request, so a default-sized one (six entries) would cost an idle
     // stream 330 bytes more.
@@ -39,7 +52,16 @@ fn sse_body_response(body: SseBody) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies such as nginx must not buffer a stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    let mut response = Body::from_stream(body).into_response();
+    let body = match handoff {
+        Some(Extension(handoff)) => {
+            handoff.leave(body);
+            Body::from_stream(futures_util::stream::empty::<
+                Result<bytes::Bytes, std::convert::Infallible>,
+            >())
+        }
+        None => Body::from_stream(body),
+    };
+    let mut response = body.into_response();
     *response.headers_mut() = headers;
     // Over HTTP/1.x, written close-delimited (an HTTP/1.0 response: its body ends when
     // the connection does) rather than chunked: a stream never shares its connection
@@ -73,6 +95,7 @@ pub(crate) async fn stream(
     Path((channel_id, listener_id)): Path<(String, String)>,
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
+    handoff: ToConnection,
 ) -> Result<Response> {
     let granted = access.check(Role::Subscribe, &channel_id)?;
     auth::check_owner(&granted, &listener_id)?;
@@ -81,7 +104,7 @@ pub(crate) async fn stream(
         .channels
         .message_stream(&channel_id, &listener_id, last.as_deref())
         .await?;
-    Ok(sse_response(&state, events, granted.expires))
+    Ok(sse_response(&state, events, granted.expires, handoff))
 }
 
 /// `GET /channels/{channel}/events`: subscribe and stream in one request, what a
@@ -105,6 +128,7 @@ pub(crate) async fn events(
     Path(channel_id): Path<String>,
     Query(query): Query<ChannelQuery>,
     headers: HeaderMap,
+    handoff: ToConnection,
 ) -> Result<Response> {
     let granted = access.check(Role::Subscribe, &channel_id)?;
     room_for_a_listener(&state, &channel_id).await?;
@@ -113,7 +137,7 @@ pub(crate) async fn events(
         .channels
         .subscribe(&channel_id, last.as_deref())
         .await?;
-    Ok(sse_response(&state, events, granted.expires))
+    Ok(sse_response(&state, events, granted.expires, handoff))
 }
 
 /// `GET /events?channel=a&channel=b…`: subscribe to each and stream them merged, every
@@ -139,6 +163,7 @@ pub(crate) async fn multi_events(
     access: Access,
     uri: axum::http::Uri,
     headers: HeaderMap,
+    handoff: ToConnection,
 ) -> Result<Response> {
     let mut channels: Vec<String> = Vec::new();
     let mut query_last = None;
@@ -195,6 +220,7 @@ pub(crate) async fn multi_events(
     let (merged, starting_id) = crate::multi::merge(channels, streams, &positions);
     Ok(sse_body_response(
         state.sse_body(merged, expires).starting_id(&starting_id),
+        handoff,
     ))
 }
 

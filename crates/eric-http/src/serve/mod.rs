@@ -20,13 +20,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::http::header::CONNECTION;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+
+mod graceful;
+
+use crate::handoff::{Handoff, StreamWriter};
+use graceful::{Shutdown, Watcher};
 
 use crate::error::Error;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,8 +41,13 @@ use crate::state::{HttpConfig, Metrics};
 
 /// The router as hyper's service, its future boxed per request: hyper keeps a slot the
 /// size of the service's future for the whole connection, and axum's is 320 bytes
-/// where a box is 16, on every idle stream.
-struct App(Router);
+/// where a box is 16, on every idle stream. Over HTTP/1.x, its `GET` requests carry
+/// the connection's [`Handoff`], where a stream's handler leaves the stream for the
+/// connection to write itself.
+struct App {
+    router: Router,
+    handoff: Option<Handoff>,
+}
 
 impl hyper::service::Service<hyper::Request<Incoming>> for App {
     type Response = Response;
@@ -46,11 +57,29 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         // No `poll_ready` first: a router's returns `Ready` without looking (axum 0.8,
         // routing/mod.rs). A clone is a reference count.
-        let mut router = self.0.clone();
-        Box::pin(tower_service::Service::call(
-            &mut router,
-            request.map(axum::body::Body::new),
-        ))
+        let mut router = self.router.clone();
+        let mut request = request.map(axum::body::Body::new);
+        let Some(handoff) = self
+            .handoff
+            .as_ref()
+            .filter(|_| request.method() == Method::GET)
+        else {
+            return Box::pin(tower_service::Service::call(&mut router, request));
+        };
+        request.extensions_mut().insert(handoff.clone());
+        let handoff = handoff.clone();
+        Box::pin(async move {
+            let response = tower_service::Service::call(&mut router, request).await;
+            // Only a stream's own answer is followed by the stream (whatever a layer
+            // might make of it).
+            if response
+                .as_ref()
+                .is_ok_and(|r| r.status() != StatusCode::OK)
+            {
+                drop(handoff.take());
+            }
+            response
+        })
     }
 }
 
@@ -108,7 +137,7 @@ pub(crate) async fn serve(
     on_shutdown: impl Future<Output = ()>,
 ) {
     let servers = Arc::new(Servers::new(app, config, Arc::clone(&metrics)));
-    let graceful = GracefulShutdown::new();
+    let graceful = Shutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -206,34 +235,37 @@ impl Servers {
                 return;
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            self.serve(TokioIo::new(tls), h2, watcher, open);
+            self.serve(tls, h2, watcher, open);
             return;
         }
         let Some(h2) = speaks_h2(&tcp, self.first_bytes_within).await else {
             return;
         };
-        self.serve(TokioIo::new(tcp), h2, watcher, open);
+        self.serve(tcp, h2, watcher, open);
     }
 
     fn serve<I>(&self, io: I, h2: bool, watcher: Watcher, open: Counted)
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let app = App(self.app.clone());
         if h2 {
             let protocol = Counted::new(&self.metrics, |m| &m.h2_connections);
-            spawn_watched(
-                watcher,
-                self.http2.serve_connection(io, app),
-                (open, protocol),
-            );
+            let app = App {
+                router: self.app.clone(),
+                handoff: None,
+            };
+            let connection = self.http2.serve_connection(TokioIo::new(io), app);
+            tokio::spawn(serve_http2(connection, watcher, (open, protocol)));
         } else {
             let protocol = Counted::new(&self.metrics, |m| &m.http1_connections);
-            spawn_watched(
-                watcher,
-                self.http1.serve_connection(io, app),
-                (open, protocol),
-            );
+            let handoff = Handoff::default();
+            let app = App {
+                router: self.app.clone(),
+                handoff: Some(handoff.clone()),
+            };
+            // Boxed, so that its memory goes when hyper is done and a stream goes on.
+            let connection = Box::new(self.http1.serve_connection(TokioIo::new(io), app));
+            tokio::spawn(serve_http1(connection, handoff, watcher, (open, protocol)));
         }
     }
 
@@ -253,20 +285,45 @@ impl Servers {
     }
 }
 
-/// Serves `connection` in a task of its own, shut down gracefully with the others,
-/// holding `counted` (its gauges) until it ends.
-fn spawn_watched<C>(watcher: Watcher, connection: C, counted: (Counted, Counted))
-where
-    C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send + 'static,
+/// Serves an HTTP/2 connection until it ends, holding `counted` (its gauges) until then.
+async fn serve_http2<C: graceful::Graceful>(
+    mut connection: C,
+    mut watcher: Watcher,
+    counted: (Counted, Counted),
+) {
+    if let Err(e) = watcher.until_done(&mut connection).await {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+    drop(counted);
+}
+
+/// Serves an HTTP/1.x connection: hyper, until it is done with it; then, if its last
+/// request opened a stream, eric writes the stream to the socket (`handoff`). Holds
+/// `counted` (its gauges) and `watcher` until the end of both.
+async fn serve_http1<I>(
+    mut connection: Box<http1::Connection<TokioIo<I>, App>>,
+    handoff: Handoff,
+    mut watcher: Watcher,
+    counted: (Counted, Counted),
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // `map`, not an async block: that would hold the connection twice (captured, then
-    // awaited), 800 bytes more per idle stream.
-    tokio::spawn(watcher.watch(connection).map(move |ended| {
-        drop(counted);
-        if let Err(e) = ended {
-            tracing::trace!(error = %e, "connection ended with an error");
-        }
-    }));
+    if let Err(e) = watcher.until_done(&mut *connection).await {
+        tracing::trace!(error = %e, "connection ended with an error");
+        return;
+    }
+    let mut io = connection.into_parts().io.into_inner();
+    let body = handoff.take();
+    drop(handoff); // Its slot's memory, for as long as the stream lasts.
+    let ended = match body {
+        Some(body) => StreamWriter::new(io, body).await,
+        // Done without a stream: shut down what hyper left open.
+        None => std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await,
+    };
+    if let Err(e) = ended {
+        tracing::trace!(error = %e, "stream ended with an error");
+    }
+    drop((watcher, counted));
 }
 
 /// Whether a cleartext connection opens with the HTTP/2 preface (`None`: it said

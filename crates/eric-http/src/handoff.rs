@@ -1,0 +1,176 @@
+//! An HTTP/1.x stream written to its socket by eric once hyper has answered its request.
+//!
+//! A stream over HTTP/1.x is an HTTP/1.0 response whose body ends when the connection
+//! does (`routes::streams`): after its head, the connection carries the stream's bytes
+//! and nothing else. So hyper parses the request, runs the router and its layers (auth,
+//! the gate, CORS) and writes the head, with an empty body; the connection then ends as
+//! far as hyper is concerned, and eric takes its socket back (hyper's
+//! `poll_without_shutdown` and `into_parts`, made for upgrades) and writes the stream
+//! there itself. Each event is then one write from the stream's task, where hyper's
+//! connection task went through its dispatcher, its encoder, its write queue and a
+//! flush per event (about 2,000 of ~4,900 instructions per delivered event,
+//! docs/BENCHMARKS.md), and an idle stream holds no hyper connection state.
+//!
+//! HTTP/2 streams share their connection with other streams, and a router mounted in
+//! another axum application has no connection of eric's: both get the stream as the
+//! response's body, as before.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::events::SseBody;
+
+/// Where a stream's handler leaves its body for the connection to write: one per
+/// HTTP/1.x connection, in the extensions of its `GET` requests.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<Option<SseBody>>>);
+
+impl Handoff {
+    /// Leaves `body` to the connection, which writes it once the response's head is out.
+    pub(crate) fn leave(&self, body: SseBody) {
+        *self.lock() = Some(body);
+    }
+
+    /// The body left here, if any.
+    pub(crate) fn take(&self) -> Option<SseBody> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SseBody>> {
+        // A panic while holding it leaves at worst a body or none: either is whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The events a write gathers at most: what a stream that fell behind has ready goes
+/// out in one `writev` (as hyper's write queue did), up to this many and
+/// [`GATHER_BYTES`].
+const GATHER_EVENTS: usize = 16;
+const GATHER_BYTES: usize = 64 * 1024;
+
+/// Writes `body` to `io` until the body ends (then shuts the socket down) or the
+/// client goes away (then drops it: the listener goes with it). Ready with an error
+/// only for a failed write or read, which ends the stream the same way.
+pub(crate) struct StreamWriter<I> {
+    io: I,
+    body: SseBody,
+    /// What is to be written, in order, the first perhaps in part.
+    pending: Vec<Bytes>,
+    body_ended: bool,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
+    pub(crate) fn new(io: I, body: SseBody) -> Self {
+        StreamWriter {
+            io,
+            body,
+            pending: Vec::new(),
+            body_ended: false,
+        }
+    }
+
+    /// Gathers what the body has ready (up to the limits); `Pending` when it has
+    /// nothing now (its waker then registered).
+    fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut bytes = 0;
+        while self.pending.len() < GATHER_EVENTS && bytes < GATHER_BYTES {
+            match Pin::new(&mut self.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    bytes += chunk.len();
+                    self.pending.push(chunk);
+                }
+                Poll::Ready(None) => {
+                    self.body_ended = true;
+                    break;
+                }
+                Poll::Pending if self.pending.is_empty() => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Writes what is pending; `Ready` once all of it is written.
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let written = if self.pending.len() > 1 && self.io.is_write_vectored() {
+                let mut slices = [io::IoSlice::new(&[]); GATHER_EVENTS];
+                for (slice, chunk) in slices.iter_mut().zip(&self.pending) {
+                    *slice = io::IoSlice::new(chunk);
+                }
+                let n = self.pending.len().min(GATHER_EVENTS);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending[0]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops the first `written` bytes of what is pending.
+    fn consume(&mut self, mut written: usize) {
+        let whole = self
+            .pending
+            .iter()
+            .take_while(|chunk| {
+                let fits = chunk.len() <= written;
+                if fits {
+                    written -= chunk.len();
+                }
+                fits
+            })
+            .count();
+        self.pending.drain(..whole);
+        if let Some(first) = self.pending.first_mut() {
+            first.advance(written);
+        }
+    }
+
+    /// Whether the client went away: its end of the connection closed (or failed).
+    /// What it sends meanwhile is read and dropped: after a stream's request, a client
+    /// has nothing more to say on its connection.
+    fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 256];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Future for StreamWriter<I> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_write_pending(cx))?;
+            if this.body_ended {
+                return Pin::new(&mut this.io).poll_shutdown(cx);
+            }
+            if this.poll_gather(cx).is_pending() {
+                // Nothing to write: the next event, a keep-alive or the client's
+                // going wakes this task, whichever comes first.
+                return match this.poll_client_gone(cx) {
+                    Poll::Ready(()) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        }
+    }
+}
