@@ -17,11 +17,13 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::events::SseBody;
@@ -63,15 +65,47 @@ pub(crate) struct StreamWriter<I> {
     /// What is to be written, in order, the first perhaps in part.
     pending: Vec<Bytes>,
     body_ended: bool,
+    /// What wakes the task when the socket has something to read (the client's going,
+    /// mostly): the socket's read side is looked at only then, not after every event.
+    readable: Arc<Readable>,
+    /// `readable` as a waker, for the socket's read side.
+    read_waker: Waker,
+}
+
+/// A flag the socket's read side raises, waking the stream's task.
+#[derive(Default)]
+struct Readable {
+    /// Raised when the socket may have something to read; at the start too, so that
+    /// the first look registers the waker.
+    raised: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Readable {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Raised before the task is woken: the task, polled, finds it up.
+        self.raised.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
     pub(crate) fn new(io: I, body: SseBody) -> Self {
+        let readable = Arc::new(Readable {
+            raised: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         StreamWriter {
             io,
             body,
             pending: Vec::new(),
             body_ended: false,
+            read_waker: Waker::from(Arc::clone(&readable)),
+            readable,
         }
     }
 
@@ -138,12 +172,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
 
     /// Whether the client went away: its end of the connection closed (or failed).
     /// What it sends meanwhile is read and dropped: after a stream's request, a client
-    /// has nothing more to say on its connection.
+    /// has nothing more to say on its connection. The socket is read only when it said
+    /// it may have something (`readable`), under its own waker.
     fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // The task's waker first, then the flag: a raise in between wakes the task.
+        self.readable.task.register(cx.waker());
+        if !self.readable.raised.swap(false, Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let mut read_cx = Context::from_waker(&self.read_waker);
         let mut scratch = [0u8; 256];
         loop {
             let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            match Pin::new(&mut self.io).poll_read(&mut read_cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
