@@ -233,6 +233,28 @@ async fn tls_offers_h2_and_http1_by_alpn() {
     let mut answer = String::new();
     tls.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A stream over HTTP/1.1 and TLS: written by eric once hyper has written its head
+    // (`handoff.rs`), through the same TLS session.
+    let mut tls = tls_connect(addr, &der, b"http/1.1").await;
+    tls.write_all(b"GET /channels/news/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    let mut broadcast = true;
+    while !received.contains("data: \"over http/1.1\"") {
+        if broadcast && received.contains("\r\n\r\nretry: ") {
+            broadcast = false;
+            let message = eric_core::Message::new("headline", json!("over http/1.1"));
+            channels.broadcast("news", message).await.unwrap();
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf));
+        let n = read.await.expect("the event never came").unwrap();
+        assert!(n > 0, "closed early: {received}");
+        received.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert!(received.starts_with("HTTP/1.0 200"), "{received}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
