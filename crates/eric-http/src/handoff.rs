@@ -164,6 +164,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
                 fits
             })
             .count();
+        if whole == self.pending.len() {
+            // All of it, as almost always: no `Drain` to run.
+            self.pending.clear();
+            return;
+        }
         self.pending.drain(..whole);
         if let Some(first) = self.pending.first_mut() {
             first.advance(written);
