@@ -1,0 +1,254 @@
+//! The load generator: streams that read and check every event, and a publisher at a
+//! fixed rate; what a run measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::{Server, allocator, latency};
+
+/// A client that sends `GET path` to the server at `base` and never reads: a 4 KiB
+/// receive buffer, so that kernel buffers fill soon.
+pub(crate) async fn never_reading_client(
+    base: &str,
+    path: &str,
+) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut client = socket.connect(addr).await?;
+    client
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    Ok(client)
+}
+
+#[global_allocator]
+static ALLOCATOR: allocator::Switch = allocator::Switch;
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) received: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) latencies_us: Vec<u64>,
+}
+
+pub(crate) struct Outcome {
+    pub(crate) deliveries_per_s: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    /// (percentile, ms) at [`latency::PERCENTILES`].
+    pub(crate) percentiles: Vec<(f64, f64)>,
+    pub(crate) lost: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) cpu_percent: f64,
+    /// The user-space part of `cpu_percent`.
+    pub(crate) user_cpu_percent: f64,
+    pub(crate) bytes_per_idle_stream: f64,
+    /// Instructions the server ran while the broadcasts were made and delivered, when
+    /// it runs under callgrind.
+    pub(crate) instructions: Option<u64>,
+}
+
+/// Sends `request` and reads its answer's JSON.
+pub(crate) async fn json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// How the streams of a run reach the server.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Wire {
+    /// One HTTP/1.1 connection per stream (what `EventSource` does in cleartext).
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): this many connections, the streams spread over
+    /// them (what browsers do over TLS: every stream of a page on one connection).
+    H2c(usize),
+}
+
+pub(crate) async fn run(
+    server: &Server,
+    streams: usize,
+    rate: u64,
+    seconds: u64,
+    stuck: bool,
+) -> Outcome {
+    run_over(server, streams, rate, seconds, stuck, Wire::Http1).await
+}
+
+pub(crate) async fn run_over(
+    server: &Server,
+    streams: usize,
+    rate: u64,
+    seconds: u64,
+    stuck: bool,
+    wire: Wire,
+) -> Outcome {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let h2_clients: Vec<reqwest::Client> = match wire {
+        Wire::Http1 => Vec::new(),
+        Wire::H2c(connections) => (0..connections)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .http2_prior_knowledge()
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+    };
+    let (channel, stream_url, publish): (
+        String,
+        String,
+        Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
+    ) = if server.kind.starts_with("eric") {
+        let created = json(http.put(format!("{}/create", server.base))).await;
+        let channel = created["channel_id"].as_str().unwrap().to_owned();
+        let url = format!("{}/broadcast?channel_id={channel}", server.base);
+        let http = http.clone();
+        (
+            channel.clone(),
+            // eric-api has no subscribe-and-stream: each stream subscribes first, below.
+            format!("{}/channels/{channel}/events", server.base),
+            Box::new(move |seq| {
+                http.post(&url)
+                    .json(&json!({"type": "load", "payload": {"seq": seq, "sent_us": now_us()}}))
+            }),
+        )
+    } else {
+        let url = format!("{}/publish", server.base);
+        let http = http.clone();
+        (
+            String::new(),
+            format!("{}/events", server.base),
+            Box::new(move |seq| {
+                http.post(&url)
+                    .body(json!({"seq": seq, "sent_us": now_us()}).to_string())
+            }),
+        )
+    };
+
+    // `stuck`: beside the readers, a client that never reads its socket and a listener
+    // subscribed but never streamed (eric only).
+    let mut stuck_client = None;
+    if stuck && server.kind == "eric" {
+        let path = stream_url.trim_start_matches(&server.base);
+        stuck_client = Some(never_reading_client(&server.base, path).await.unwrap());
+        http.post(format!("{}/subscribe?channel_id={channel}", server.base))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, _, rss_before) = server.usage();
+    let tallies = Arc::new(Mutex::new(Vec::new()));
+    let total = rate * seconds;
+    let mut readers = Vec::with_capacity(streams);
+    for n in 0..streams {
+        let reader_http = if h2_clients.is_empty() {
+            &http
+        } else {
+            &h2_clients[n % h2_clients.len()]
+        };
+        let url = if server.kind == "eric-api" {
+            let subscribed =
+                json(http.post(format!("{}/subscribe?channel_id={channel}", server.base))).await;
+            let listener = subscribed["listener_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            format!("{}/stream/{channel}/{listener}", server.base)
+        } else {
+            stream_url.clone()
+        };
+        let response = reader_http.get(&url).send().await.unwrap();
+        let tallies = Arc::clone(&tallies);
+        readers.push(tokio::spawn(async move {
+            let mut events = response.bytes_stream().eventsource();
+            let mut tally = Tally::default();
+            let mut last: Option<u64> = None;
+            while tally.received < total {
+                let Ok(Some(Ok(event))) =
+                    tokio::time::timeout(Duration::from_secs(30), events.next()).await
+                else {
+                    break;
+                };
+                // eric-api sends the payload as a Python repr: single quotes.
+                let data: Value = serde_json::from_str(&event.data)
+                    .or_else(|_| serde_json::from_str(&event.data.replace('\'', "\"")))
+                    .unwrap_or(Value::Null);
+                let (Some(seq), Some(sent)) = (data["seq"].as_u64(), data["sent_us"].as_u64())
+                else {
+                    continue;
+                };
+                if last.is_some_and(|l| seq <= l) {
+                    tally.out_of_order += 1;
+                }
+                last = Some(seq);
+                tally.received += 1;
+                tally.latencies_us.push(now_us().saturating_sub(sent));
+            }
+            tallies.lock().await.push(tally);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu_before, user_before, rss_idle) = server.usage();
+
+    server.zero_instructions();
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    for seq in 0..total {
+        let due = start + interval * seq as u32;
+        tokio::time::sleep_until(due.into()).await;
+        publish(seq).send().await.unwrap();
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let instructions = server.instructions();
+    drop(stuck_client);
+    let (cpu_after, user_after, _) = server.usage();
+    let tallies = tallies.lock().await;
+    let received: u64 = tallies.iter().map(|t| t.received).sum();
+    let mut latencies: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Outcome {
+        deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        percentiles: latency::percentiles(&latencies),
+        lost: total * streams as u64 - received,
+        out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
+        cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
+        user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
+        bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
+        instructions,
+    }
+}
