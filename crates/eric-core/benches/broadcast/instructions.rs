@@ -29,10 +29,10 @@ pub(crate) fn run_one(args: &[String]) {
         match fan_out.as_str() {
             "eric" => {
                 let channel: Channel<MessageAdapter> = Channel::default();
-                super::broadcast_and_drain(&channel, receivers, per).await
+                super::drain::broadcast_and_drain(&channel, receivers, per).await
             }
-            "tokio" => super::tokio_broadcast_and_drain(receivers, per).await,
-            "async-broadcast" => super::async_broadcast_and_drain(receivers, per).await,
+            "tokio" => super::drain::tokio_broadcast_and_drain(receivers, per).await,
+            "async-broadcast" => super::drain::async_broadcast_and_drain(receivers, per).await,
             other => panic!("no fan-out {other}"),
         }
     });
