@@ -58,7 +58,8 @@ const GATHER_BYTES: usize = 64 * 1024;
 
 /// Writes `body` to `io` until the body ends (then shuts the socket down) or the
 /// client goes away (then drops it: the listener goes with it). Ready with an error
-/// only for a failed write or read, which ends the stream the same way.
+/// only for a failed write or shutdown, which ends the stream the same way (a failed
+/// read is the client gone).
 pub(crate) struct StreamWriter<I> {
     io: I,
     body: SseBody,
@@ -73,7 +74,6 @@ pub(crate) struct StreamWriter<I> {
 }
 
 /// A flag the socket's read side raises, waking the stream's task.
-#[derive(Default)]
 struct Readable {
     /// Raised when the socket may have something to read; at the start too, so that
     /// the first look registers the waker.

@@ -70,8 +70,8 @@ const STREAMS: usize = 300;
 /// stream, and an idle one held hyper's two connection buffers (read, and response
 /// head: 8 KiB each) and 2.8 KiB besides (hyper's per-connection state and write
 /// queue among them): 19 KiB in all. The connection task holding its connection twice
-/// (an async block around it) added 0.8 KiB when it happened; the handoff's slot, kept
-/// for the stream's life, 0.2 KiB.
+/// (an async block around it) added 0.8 KiB when it happened; the handoff's slot, when
+/// the connection task kept it for the stream's life, 0.2 KiB (it is dropped now).
 const PER_STREAM: isize = 2816;
 
 /// Opens `STREAMS` EventSource-like connections with plain blocking sockets (no heap
