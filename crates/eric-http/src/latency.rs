@@ -1,7 +1,8 @@
 //! The delivery-latency histogram: observed once per event per stream, so it must not
-//! be a lock every stream of the server takes. prometheus-client's `Histogram` keeps
-//! its counts behind one mutex (its own TODO says atomics); this one keeps a counter
-//! per bucket, and encodes as the same classic histogram.
+//! be a lock every stream of the server takes, nor one set of atomics they all add to.
+//! prometheus-client's `Histogram` keeps its counts behind one mutex (its own TODO says
+//! atomics); this one keeps a counter per bucket in each thread's stripe
+//! ([`Striped`]), and encodes their sums as the same classic histogram.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
+
+use crate::striped::Striped;
 
 /// The first bucket's upper bound; each next one doubles it.
 const FIRST_BOUND_NANOS: u64 = 100_000;
@@ -19,7 +22,7 @@ const BUCKETS: usize = 16;
 /// to clone (the clones share the counts).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LatencyHistogram {
-    counts: Arc<Counts>,
+    counts: Arc<Striped<Counts>>,
 }
 
 #[derive(Debug, Default)]
@@ -31,13 +34,23 @@ struct Counts {
 }
 
 impl LatencyHistogram {
-    /// Counts one duration: three uncontended atomic adds, no lock.
+    /// Counts one duration: three atomic adds to this thread's stripe, no lock.
     pub(crate) fn observe(&self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        let counts = &*self.counts;
+        let counts = self.counts.local();
         counts.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
         counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
         counts.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl LatencyHistogram {
+    /// The sum over the stripes of one of their counts.
+    fn total(&self, count: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+        self.counts
+            .iter()
+            .map(|counts| count(counts).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 }
 
@@ -63,17 +76,12 @@ impl TypedMetric for LatencyHistogram {
 
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let counts = &*self.counts;
         let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
-            .map(|i| (upper_bound(i), counts.buckets[i].load(Ordering::Relaxed)))
+            .map(|i| (upper_bound(i), self.total(|counts| &counts.buckets[i])))
             .collect();
-        let sum = counts.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(
-            sum,
-            counts.count.load(Ordering::Relaxed),
-            &buckets,
-            None,
-        )
+        let sum = self.total(|counts| &counts.sum_nanos) as f64 / 1e9;
+        let count = self.total(|counts| &counts.count);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {

@@ -57,6 +57,7 @@ mod multi;
 mod routes;
 mod serve;
 mod state;
+mod striped;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::latency::LatencyHistogram;
+use crate::striped::StripedCounter;
 
 /// What the server counts, and the registry `/metrics` is written from.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub(crate) struct Metrics {
     pub(crate) open_streams: Gauge,
     /// Broadcasts refused for going over the memory budget.
     pub(crate) refused_publishes: Counter,
-    pub(crate) delivered: Counter,
+    pub(crate) delivered: StripedCounter,
     /// From a publish's acceptance to its event being written to a stream.
     pub(crate) delivery_latency: LatencyHistogram,
     /// What channels removed so far had counted (dropped, rejected, disconnected), so
@@ -86,7 +87,7 @@ impl Metrics {
             "Broadcasts refused with 503 for going over --max-retained-bytes",
             refused_publishes.clone(),
         );
-        let delivered = Counter::default();
+        let delivered = StripedCounter::default();
         registry.register(
             "eric_delivered",
             "Events written to SSE responses",
