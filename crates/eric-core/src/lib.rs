@@ -63,6 +63,7 @@ mod queue;
 mod segment;
 mod stream;
 mod sync;
+mod waiters;
 
 pub use adapter::{Adapter, Delivery, MessageAdapter};
 pub use budget::MemoryBudget;

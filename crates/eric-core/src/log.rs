@@ -5,14 +5,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::Waker;
 
-use slab::Slab;
-
 use crate::budget::MemoryBudget;
 use crate::message::Message;
 use crate::segment::Segment;
 #[cfg(test)]
 use crate::segment::{SEGMENT_BYTES, SEGMENT_LEN};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+pub(crate) use crate::waiters::WaiterSlot;
+use crate::waiters::Waiters;
 
 /// What a reader found at its cursor.
 pub(crate) enum Read {
@@ -40,7 +40,6 @@ impl Cursor {
 }
 
 pub(crate) struct BroadcastLog {
-    // Segments and waiters share one lock: an append takes it once for both.
     state: Mutex<LogState>,
     /// Sequence number of the next broadcast, i.e. how many there have been. Stored
     /// after the slot is filled, so a reader that sees `head > n` sees slot `n`.
@@ -59,10 +58,8 @@ pub(crate) struct BroadcastLog {
     /// 1 once the closed marker is in: it never counts against the window, so closing
     /// pushes nothing out and disconnects nobody.
     final_slack: AtomicU64,
-    /// How many times the waiters were woken and cleared (changed under the lock): a
-    /// slot taken before the last clearing is no longer its consumer's. Read without
-    /// the lock by a consumer that registers again with nothing changed.
-    clearings: AtomicU64,
+    /// Consumers waiting for the next broadcast.
+    waiters: Waiters,
 }
 
 #[derive(Default)]
@@ -70,17 +67,6 @@ struct LogState {
     segments: VecDeque<Arc<Segment>>,
     /// The bytes of the segments above (when the log sizes its messages).
     bytes: u64,
-    /// Consumers waiting for the next broadcast. Each knows its place ([`WaiterSlot`]),
-    /// so registering again and leaving cost no search and no hashing.
-    waiters: Slab<Waker>,
-}
-
-/// A consumer's place among the log's waiters, kept by the consumer.
-#[derive(Debug, Default)]
-pub(crate) struct WaiterSlot {
-    key: usize,
-    /// The log's `clearings` when the place was taken; `None`: no place.
-    taken_at: Option<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +92,6 @@ impl BroadcastLog {
             state: Mutex::new(LogState {
                 segments: VecDeque::from([Segment::new(first, None)]),
                 bytes: 0,
-                waiters: Slab::new(),
             }),
             head: AtomicU64::new(first),
             window: window.map(|w| w as u64),
@@ -115,7 +100,7 @@ impl BroadcastLog {
             budget: OnceLock::new(),
             first,
             final_slack: AtomicU64::new(0),
-            clearings: AtomicU64::new(0),
+            waiters: Waiters::new(),
         }
     }
 
@@ -177,7 +162,7 @@ impl BroadcastLog {
         } else {
             0
         };
-        let woken = {
+        {
             let mut state = lock(&self.state);
             let closed = match self.segment_at(&mut state.segments, seq) {
                 Some(segment) => {
@@ -192,14 +177,9 @@ impl BroadcastLog {
             if closed {
                 self.trim(&mut state, seq + 1);
             }
-            if state.waiters.is_empty() {
-                return seq;
-            }
-            self.clearings.fetch_add(1, Ordering::AcqRel);
-            state.waiters.drain().collect::<Vec<_>>()
-        };
-        // Outside the lock: woken tasks re-register at once on other threads.
-        woken.into_iter().for_each(Waker::wake);
+        }
+        // After the head: a consumer registering after its stripe is cleared sees it.
+        self.waiters.wake_all();
         seq
     }
 
@@ -379,44 +359,15 @@ impl BroadcastLog {
     /// Registers `waker` to be woken by the next broadcast, in the consumer's `slot`
     /// (its place, if it still has one: registering twice wakes once). `same` says the
     /// consumer registered a waker that wakes the same task last time: if no broadcast
-    /// cleared the waiters since, it is still in place, and nothing is locked: then
-    /// the result is `true`.
+    /// cleared its place since, it is still in place, and nothing is locked: then the
+    /// result is `true`.
     pub(crate) fn register_waiter(&self, slot: &mut WaiterSlot, waker: &Waker, same: bool) -> bool {
-        // A clearing this load misses has yet to wake the waker in place (it clears and
-        // wakes under one lock, after the count): the consumer is woken either way. A
-        // consumer woken by a clearing sees its count (the wake orders them).
-        if same && slot.taken_at == Some(self.clearings.load(Ordering::Acquire)) {
-            return true;
-        }
-        let state = &mut *lock(&self.state);
-        let clearings = self.clearings.load(Ordering::Acquire);
-        if slot.taken_at == Some(clearings)
-            && let Some(registered) = state.waiters.get_mut(slot.key)
-        {
-            if !registered.will_wake(waker) {
-                *registered = waker.clone();
-            }
-            return false;
-        }
-        slot.key = state.waiters.insert(waker.clone());
-        slot.taken_at = Some(clearings);
-        false
+        self.waiters.register(slot, waker, same)
     }
 
     /// Gives up the consumer's place, if it still has one (a consumer going away).
     pub(crate) fn remove_waiter(&self, slot: &mut WaiterSlot) {
-        let Some(taken_at) = slot.taken_at.take() else {
-            return;
-        };
-        let stale = {
-            let state = &mut *lock(&self.state);
-            if taken_at == self.clearings.load(Ordering::Acquire) {
-                state.waiters.try_remove(slot.key)
-            } else {
-                None
-            }
-        };
-        drop(stale);
+        self.waiters.remove(slot);
     }
 }
 

@@ -23,7 +23,7 @@ use loom::thread;
 /// A broadcast appended while a stream registers its waker and reads again: the stream
 /// gets it (the append wakes a registered waker, or the read after registering sees
 /// it). Protection: `MessageStream::poll_next` reads once more after registering, and
-/// the log wakes the waiters it holds under the lock it appends under.
+/// the log publishes its head before it takes each waiter stripe's lock to wake it.
 #[test]
 fn a_broadcast_racing_a_stream_going_to_sleep_wakes_it() {
     loom::model(|| {
@@ -310,9 +310,9 @@ fn waits_again_with_the_same_waker(send: fn(&Channel, &str, Message)) {
 
 /// A stream that waits again with the same waker after a broadcast woke it (one task
 /// reading broadcasts as they come): the next broadcast wakes it too. Protection: a
-/// stream skips registering again (no lock) only while the log's count of clearings
-/// says its waker is still among the waiters; an append counts a clearing, then wakes,
-/// under its lock.
+/// stream skips registering again (no lock) only while its waiter stripe's count of
+/// clearings says its waker is still there; an append counts a clearing, then takes
+/// the wakers, under the stripe's lock.
 #[test]
 fn a_stream_waiting_again_with_the_same_waker_is_woken_by_the_next_broadcast() {
     waits_again_with_the_same_waker(|channel, _, msg| {
