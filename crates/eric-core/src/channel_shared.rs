@@ -7,11 +7,10 @@ use std::sync::{Arc, OnceLock, PoisonError};
 
 use crate::adapter::Delivery;
 use crate::connection::{
-    Connection, ConnectionsFactory, Disconnection, Next, SegmentCache, Unlocked,
+    Connection, ConnectionsFactory, Disconnection, Next, SegmentCache, Taken, Unlocked,
 };
 use crate::error::{Error, Result};
 use crate::log::BroadcastLog;
-use crate::message::Message;
 use crate::queue::{OverflowPolicy, QueueConfig};
 use crate::sync::{
     AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -64,34 +63,37 @@ impl<A> Shared<A> {
     }
 
     /// The next message for `connection` in FIFO order, applying the overflow policy
-    /// to a listener that fell out of the broadcast window. A stream passes its
-    /// [`SegmentCache`]: broadcasts are then read without the cursor's lock.
+    /// to a listener that fell out of the broadcast window, made into what the caller
+    /// wants by `read`. A stream passes its [`SegmentCache`]: broadcasts are then read
+    /// without the cursor's lock, and handed to `read` borrowed from the segment.
     #[inline]
-    pub(crate) fn next_for(
+    pub(crate) fn next_for<T>(
         &self,
         connection: &Connection,
         mut cache: Option<&mut SegmentCache>,
-    ) -> Result<Option<(Message, Delivery)>> {
+        read: &impl Fn(Taken<'_>, Delivery) -> T,
+    ) -> Result<Option<T>> {
         // The usual cases, a stream caught up or reading broadcasts in order, are said
         // by atomics and the queue's check, without the cursor's lock.
         if connection.disconnection().is_none()
             && let Some(cache) = cache.as_deref_mut()
         {
-            match connection.read_unlocked(&self.log, cache) {
-                Unlocked::Message(msg, delivery) => return Ok(Some((msg, delivery))),
+            match connection.read_unlocked(&self.log, cache, read) {
+                Unlocked::Message(made) => return Ok(Some(made)),
                 Unlocked::CaughtUp => return Ok(None),
                 Unlocked::Locked => {}
             }
         }
-        self.next_checking(connection, cache)
+        self.next_checking(connection, cache, read)
     }
 
     /// [`next_for`](Self::next_for) when the read without the lock cannot say.
-    fn next_checking(
+    fn next_checking<T>(
         &self,
         connection: &Connection,
         mut cache: Option<&mut SegmentCache>,
-    ) -> Result<Option<(Message, Delivery)>> {
+        read: &impl Fn(Taken<'_>, Delivery) -> T,
+    ) -> Result<Option<T>> {
         loop {
             if let Some(d) = connection.disconnection() {
                 return Err(Error::ListenerDisconnected {
@@ -101,16 +103,16 @@ impl<A> Shared<A> {
                 });
             }
             let unlocked = match cache.as_deref_mut() {
-                Some(cache) => connection.read_unlocked(&self.log, cache),
-                None => connection.read_unlocked(&self.log, &mut SegmentCache::default()),
+                Some(cache) => connection.read_unlocked(&self.log, cache, read),
+                None => connection.read_unlocked(&self.log, &mut SegmentCache::default(), read),
             };
             match unlocked {
-                Unlocked::Message(msg, delivery) => return Ok(Some((msg, delivery))),
+                Unlocked::Message(made) => return Ok(Some(made)),
                 Unlocked::CaughtUp => return Ok(None),
                 Unlocked::Locked => {}
             }
             match connection.next(&self.log, cache.as_deref_mut()) {
-                Next::Message(msg, delivery) => return Ok(Some((msg, delivery))),
+                Next::Message(msg, delivery) => return Ok(Some(read(Taken::Owned(msg), delivery))),
                 Next::Empty => return Ok(None),
                 Next::Lagged { at, missed } => match self.queue_config.overflow() {
                     OverflowPolicy::Disconnect => {

@@ -61,10 +61,37 @@ pub(crate) enum Next {
     },
 }
 
+/// A message a read took: borrowed from the log segment a stream holds (a broadcast
+/// read without the cursor's lock), or owned (read under it). A stream's adapter makes
+/// its output from either; a borrowed broadcast costs no reference-count traffic on a
+/// message every listener of the channel shares, from every core.
+pub(crate) enum Taken<'a> {
+    Borrowed(&'a Message),
+    Owned(Message),
+}
+
+impl Taken<'_> {
+    /// The message.
+    pub(crate) fn message(&self) -> &Message {
+        match self {
+            Taken::Borrowed(msg) => msg,
+            Taken::Owned(msg) => msg,
+        }
+    }
+
+    /// The message, owned.
+    pub(crate) fn into_owned(self) -> Message {
+        match self {
+            Taken::Borrowed(msg) => msg.clone(),
+            Taken::Owned(msg) => msg,
+        }
+    }
+}
+
 /// What a read without the cursor's lock found.
-pub(crate) enum Unlocked {
-    /// The broadcast at the position, which moved past it.
-    Message(Message, Delivery),
+pub(crate) enum Unlocked<T> {
+    /// What the reader made of the broadcast at the position, which moved past it.
+    Message(T),
     /// Nothing to read: the position is at the log's head and no dispatch waits.
     CaughtUp,
     /// It cannot tell: a dispatch waits, the position left the reader's segment, it
@@ -218,8 +245,14 @@ impl Connection {
 
     /// The broadcast at the position, read without the cursor's lock from `cache`'s
     /// segment: the usual case for a stream that keeps up, or reads a backlog.
+    /// `read` makes what the caller wants of the broadcast, which it borrows.
     #[inline]
-    pub(crate) fn read_unlocked(&self, log: &BroadcastLog, cache: &mut SegmentCache) -> Unlocked {
+    pub(crate) fn read_unlocked<T>(
+        &self,
+        log: &BroadcastLog,
+        cache: &mut SegmentCache,
+        read: &impl Fn(Taken<'_>, Delivery) -> T,
+    ) -> Unlocked<T> {
         // Inlined into the stream's poll: a read below `checked_until` is a load, the
         // slot and the swap.
         let at = self.position();
@@ -228,12 +261,12 @@ impl Connection {
                 && let Some(msg) = segment.get(at)
                 && self.advance_from(at)
             {
-                return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+                return Unlocked::Message(read(Taken::Borrowed(msg), Delivery::broadcast(at)));
             }
         } else if at >= log.head() {
             return self.at_head();
         }
-        self.read_unlocked_checking(log, cache)
+        self.read_unlocked_checking(log, cache, read)
     }
 
     /// Moves the position from `at` to the next broadcast; fails if it moved since it
@@ -248,7 +281,12 @@ impl Connection {
 
     /// [`read_unlocked`](Self::read_unlocked) past what `cache` has checked: checks
     /// the log's head, the window and the queue, then reads.
-    fn read_unlocked_checking(&self, log: &BroadcastLog, cache: &mut SegmentCache) -> Unlocked {
+    fn read_unlocked_checking<T>(
+        &self,
+        log: &BroadcastLog,
+        cache: &mut SegmentCache,
+        read: &impl Fn(Taken<'_>, Delivery) -> T,
+    ) -> Unlocked<T> {
         loop {
             let at = self.position();
             let Some(segment) = cache.segment.as_ref().filter(|s| s.contains(at)) else {
@@ -280,7 +318,7 @@ impl Connection {
                 return Unlocked::Locked;
             };
             if self.advance_from(at) {
-                return Unlocked::Message(msg.clone(), Delivery::broadcast(at));
+                return Unlocked::Message(read(Taken::Borrowed(msg), Delivery::broadcast(at)));
             }
         }
     }
@@ -290,7 +328,7 @@ impl Connection {
     /// whose head is not published yet is seen by the read after the stream registers
     /// its waker, or wakes it.)
     #[inline]
-    fn at_head(&self) -> Unlocked {
+    fn at_head<T>(&self) -> Unlocked<T> {
         match self.inner.queue.peek_broadcasts_before() {
             None => Unlocked::CaughtUp,
             Some(_) => Unlocked::Locked,

@@ -7,11 +7,12 @@ use std::task::{Context, Poll, Waker};
 
 use futures_core::{FusedStream, Stream};
 
-use crate::adapter::Adapter;
+use crate::adapter::{Adapter, Delivery};
 use crate::channel_shared::Shared;
-use crate::connection::{Connection, SegmentCache};
+use crate::connection::{Connection, SegmentCache, Taken};
 use crate::error::Error;
 use crate::log::WaiterSlot;
+use crate::message::Message;
 
 /// The stream of a listener's messages, adapted by its channel's adapter (what
 /// [`Channel::message_stream`](crate::Channel::message_stream) and [`Channel::watch`](crate::Channel::watch) return).
@@ -162,11 +163,36 @@ impl<A: Adapter> Stream for MessageStream<A> {
             if this.done || this.cut_off() {
                 return this.finish();
             }
-            let (msg, delivery) = match this
-                .shared
-                .next_for(&this.connection, Some(&mut this.segment))
-            {
-                Ok(Some(next)) => next,
+            let next = {
+                let (shared, connection) = (&this.shared, &this.connection);
+                let segment = Some(&mut this.segment);
+                if this.hooked {
+                    // The hook runs on the message taken: a refusal is an item too.
+                    match shared.next_for(connection, segment, &|msg: Taken<'_>, delivery| {
+                        (msg.into_owned(), delivery)
+                    }) {
+                        Ok(Some((msg, delivery))) => {
+                            if let Err(error) = hook(connection, &msg) {
+                                return Poll::Ready(Some(Err(error)));
+                            }
+                            Ok(Some((
+                                msg.ends_stream(),
+                                adapt(shared, Taken::Owned(msg), delivery),
+                            )))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(err) => Err(err),
+                    }
+                } else {
+                    // What passes through every layer of the read stays small: the
+                    // output and whether it ends the stream.
+                    shared.next_for(connection, segment, &|msg, delivery| {
+                        (msg.message().ends_stream(), adapt(shared, msg, delivery))
+                    })
+                }
+            };
+            let (ends, output) = match next {
+                Ok(Some(delivered)) => delivered,
                 Ok(None) if this.shared.read_past_close(&this.connection) => {
                     // An earlier stream read the closed marker: nothing more will come.
                     return this.finish();
@@ -188,22 +214,36 @@ impl<A: Adapter> Stream for MessageStream<A> {
                     return Poll::Ready(Some(Err(err)));
                 }
             };
-            if this.hooked
-                && let Err(source) = this.connection.listener().on_message(&msg)
-            {
-                return Poll::Ready(Some(Err(Error::Listener {
-                    listener_id: this.connection.id().to_owned(),
-                    message_type: msg.message_type().to_owned(),
-                    source,
-                })));
-            }
-            if msg.ends_stream() {
+            if ends {
                 this.done = true;
                 this.forget_wakers();
             }
-            return Poll::Ready(Some(Ok(this.shared.adapter.adapt_owned(msg, &delivery))));
+            return Poll::Ready(Some(Ok(output)));
         }
     }
+}
+
+/// The adapter's output for a message read, which it gets as the read took it
+/// (borrowed from the log for a broadcast read without the cursor's lock).
+#[inline]
+fn adapt<A: Adapter>(shared: &Shared<A>, msg: Taken<'_>, delivery: Delivery) -> A::Output {
+    match msg {
+        Taken::Borrowed(msg) => shared.adapter.adapt(msg, &delivery),
+        Taken::Owned(msg) => shared.adapter.adapt_owned(msg, &delivery),
+    }
+}
+
+/// The listener's `on_message` for a message its stream read: a refusal is the
+/// stream's next item (it ends nothing).
+fn hook(connection: &Connection, msg: &Message) -> Result<(), Error> {
+    connection
+        .listener()
+        .on_message(msg)
+        .map_err(|source| Error::Listener {
+            listener_id: connection.id().to_owned(),
+            message_type: msg.message_type().to_owned(),
+            source,
+        })
 }
 
 impl<A: Adapter> FusedStream for MessageStream<A> {
