@@ -20,9 +20,11 @@ pub trait Adapter: Send + Sync + 'static {
     fn adapt(&self, msg: &Message, delivery: &Delivery) -> Self::Output;
 
     /// Adapts a message the caller hands over ([`adapt`](Self::adapt) unless an
-    /// adapter can use it as it is). Streams call this one: an adapter that yields the
-    /// message itself then costs no reference-count traffic on a message every
-    /// listener shares.
+    /// adapter can use it as it is). Streams call this one for a message they own (a
+    /// dispatch, a broadcast read under the cursor's lock), and [`adapt`](Self::adapt)
+    /// with a broadcast lent from the channel's log: so an adapter that makes its own
+    /// output costs no reference-count traffic on a message every listener shares,
+    /// and one that yields the message itself clones it once. Both must yield the same.
     fn adapt_owned(&self, msg: Message, delivery: &Delivery) -> Self::Output {
         self.adapt(&msg, delivery)
     }
