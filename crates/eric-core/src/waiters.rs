@@ -8,6 +8,7 @@
 //! stripe of its own, on cache lines of its own; a broadcast takes the lock of each
 //! stripe that has waiters, once.
 
+use std::sync::OnceLock;
 use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
@@ -15,34 +16,60 @@ use slab::Slab;
 
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
-/// Stripes at most, however many cores: a channel holds them all (256 bytes each).
+/// Stripes at most, however many cores: a channel that has had a waiting stream holds
+/// them all (128 bytes each, and 128 for their counts of clearings).
 const MAX_STRIPES: usize = 8;
 
 pub(crate) struct Waiters {
-    /// A power of two of them, so that a mask picks one.
-    stripes: Box<[Stripe]>,
+    /// Made by the first registration: a channel no stream ever waited on holds none.
+    stripes: OnceLock<Stripes>,
     /// A bit per stripe that may have waiters: set by the registration that finds its
     /// stripe empty, taken (swapped for 0) by each wake. So a broadcast locks only the
     /// stripes with waiters (a channel with one listener does not lock eight), and a
     /// stripe's thread sets its bit once per broadcast, not once per registration.
     /// Both sides read-modify-write it: whichever comes second in its order sees the
     /// first (a registration that comes second sees the head the wake was called after;
-    /// a wake that comes second sees the bit and locks the stripe).
-    pending: CachePadded<AtomicUsize>,
+    /// a wake that comes second sees the bit, the stripes made before it, and locks the
+    /// stripe).
+    pending: AtomicUsize,
     /// Under loom, stripes are taken in turn per registration: loom runs its threads
     /// on one OS thread, and the model must explore registrations in different stripes.
     #[cfg(loom)]
     next: std::sync::atomic::AtomicUsize,
 }
 
-struct Stripe {
-    wakers: CachePadded<Mutex<Slab<Waker>>>,
-    /// How many times this stripe's wakers were woken and cleared (changed under its
+struct Stripes {
+    /// A power of two of them, so that a mask picks one; each on lines of its own.
+    wakers: Box<[CachePadded<Mutex<Slab<Waker>>>]>,
+    /// Per stripe, how many times its wakers were woken and cleared (changed under its
     /// lock): a place taken before the last clearing is no longer its consumer's. Read
     /// without the lock by a consumer that registers again, from whichever thread its
-    /// task runs on now: on lines of its own, so that those reads do not take the
-    /// lock's line from the stripe's thread.
-    clearings: CachePadded<AtomicU64>,
+    /// task runs on now: apart from the locks, so that those reads do not take a lock's
+    /// line from its stripe's thread (the wake writes them once per broadcast).
+    clearings: Box<CachePadded<[AtomicU64; MAX_STRIPES]>>,
+}
+
+impl Stripes {
+    fn new() -> Self {
+        let count = if cfg!(loom) {
+            2
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get())
+                .next_power_of_two()
+                .min(MAX_STRIPES)
+        };
+        Stripes {
+            wakers: (0..count)
+                .map(|_| CachePadded::new(Mutex::new(Slab::new())))
+                .collect(),
+            clearings: Box::new(CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))),
+        }
+    }
+
+    fn clearings(&self, stripe: usize) -> u64 {
+        self.clearings[stripe].load(Ordering::Acquire)
+    }
 }
 
 /// A consumer's place among the waiters, kept by the consumer.
@@ -63,34 +90,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Waiters {
     pub(crate) fn new() -> Self {
-        let stripes = if cfg!(loom) {
-            2
-        } else {
-            std::thread::available_parallelism()
-                .map_or(1, |cores| cores.get())
-                .next_power_of_two()
-                .min(MAX_STRIPES)
-        };
         Waiters {
-            stripes: (0..stripes)
-                .map(|_| Stripe {
-                    wakers: CachePadded::new(Mutex::new(Slab::new())),
-                    clearings: CachePadded::new(AtomicU64::new(0)),
-                })
-                .collect(),
-            pending: CachePadded::new(AtomicUsize::new(0)),
+            stripes: OnceLock::new(),
+            pending: AtomicUsize::new(0),
             #[cfg(loom)]
             next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     /// The stripe a new place is taken in: the calling thread's.
-    fn home(&self) -> usize {
+    fn home(&self, stripes: &Stripes) -> usize {
         #[cfg(not(loom))]
         let turn = HOME.with(|home| *home);
         #[cfg(loom)]
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        turn & (self.stripes.len() - 1)
+        turn & (stripes.wakers.len() - 1)
     }
 
     /// Registers `waker` to be woken by the next [`wake_all`](Self::wake_all), in the
@@ -99,21 +113,21 @@ impl Waiters {
     /// if no clearing of its stripe came since, it is still in place, and nothing is
     /// locked: then the result is `true`.
     pub(crate) fn register(&self, slot: &mut WaiterSlot, waker: &Waker, same: bool) -> bool {
+        let stripes = self.stripes.get_or_init(Stripes::new);
         if let Some(taken_at) = slot.taken_at {
-            let stripe = &self.stripes[slot.stripe];
             // A clearing this load misses has yet to wake the waker in place (it counts,
             // then takes the wakers, under the stripe's lock): the consumer is woken
             // either way. A consumer woken by a clearing sees its count (the wake orders
             // them).
-            let in_place = taken_at == stripe.clearings.load(Ordering::Acquire);
+            let in_place = taken_at == stripes.clearings(slot.stripe);
             if same && in_place {
                 return true;
             }
             // Clearings only grow: a place cleared since is gone without a look under
             // the lock (which would be the other core's stripe for a task that moved).
             if in_place {
-                let mut wakers = lock(&stripe.wakers);
-                if taken_at == stripe.clearings.load(Ordering::Acquire)
+                let mut wakers = lock(&stripes.wakers[slot.stripe]);
+                if taken_at == stripes.clearings(slot.stripe)
                     && let Some(registered) = wakers.get_mut(slot.key)
                 {
                     if !registered.will_wake(waker) {
@@ -123,9 +137,8 @@ impl Waiters {
                 }
             }
         }
-        let home = self.home();
-        let stripe = &self.stripes[home];
-        let mut wakers = lock(&stripe.wakers);
+        let home = self.home(stripes);
+        let mut wakers = lock(&stripes.wakers[home]);
         if wakers.is_empty() {
             // Under the stripe's lock: a wake that took the bit before this drains the
             // stripe before or after this place is taken, never between.
@@ -134,20 +147,19 @@ impl Waiters {
         *slot = WaiterSlot {
             stripe: home,
             key: wakers.insert(waker.clone()),
-            taken_at: Some(stripe.clearings.load(Ordering::Acquire)),
+            taken_at: Some(stripes.clearings(home)),
         };
         false
     }
 
     /// Gives up the consumer's place, if it still has one (a consumer going away).
     pub(crate) fn remove(&self, slot: &mut WaiterSlot) {
-        let Some(taken_at) = slot.taken_at.take() else {
+        let (Some(taken_at), Some(stripes)) = (slot.taken_at.take(), self.stripes.get()) else {
             return;
         };
-        let stripe = &self.stripes[slot.stripe];
         let stale = {
-            let mut wakers = lock(&stripe.wakers);
-            if taken_at == stripe.clearings.load(Ordering::Acquire) {
+            let mut wakers = lock(&stripes.wakers[slot.stripe]);
+            if taken_at == stripes.clearings(slot.stripe) {
                 wakers.try_remove(slot.key)
             } else {
                 None
@@ -161,15 +173,19 @@ impl Waiters {
     /// the caller published before calling.
     pub(crate) fn wake_all(&self) {
         let mut pending = self.pending.swap(0, Ordering::AcqRel);
+        // A bit is set after the stripes are made, and the swap sees both.
+        let Some(stripes) = self.stripes.get().filter(|_| pending != 0) else {
+            return;
+        };
         let mut woken = Vec::new();
         while pending != 0 {
-            let stripe = &self.stripes[pending.trailing_zeros() as usize];
+            let stripe = pending.trailing_zeros() as usize;
             pending &= pending - 1;
-            let mut wakers = lock(&stripe.wakers);
+            let mut wakers = lock(&stripes.wakers[stripe]);
             if wakers.is_empty() {
                 continue;
             }
-            stripe.clearings.fetch_add(1, Ordering::AcqRel);
+            stripes.clearings[stripe].fetch_add(1, Ordering::AcqRel);
             woken.reserve(wakers.len());
             woken.extend(wakers.drain());
         }
@@ -180,10 +196,9 @@ impl Waiters {
     /// How many consumers wait.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.stripes
-            .iter()
-            .map(|stripe| lock(&stripe.wakers).len())
-            .sum()
+        self.stripes.get().map_or(0, |stripes| {
+            stripes.wakers.iter().map(|wakers| lock(wakers).len()).sum()
+        })
     }
 }
 
@@ -223,6 +238,11 @@ mod tests {
     #[test]
     fn registering_twice_wakes_once_and_a_clearing_frees_the_place() {
         let waiters = Waiters::new();
+        waiters.wake_all();
+        assert!(
+            waiters.stripes.get().is_none(),
+            "no stripes before a consumer waits"
+        );
         let count = Arc::new(Count::default());
         let waker = Waker::from(Arc::clone(&count));
         let mut slot = WaiterSlot::default();
