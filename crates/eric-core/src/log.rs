@@ -2,7 +2,7 @@
 //! cursor. A broadcast costs the same for ten listeners as for a million.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
 
 use crate::budget::MemoryBudget;
@@ -10,7 +10,7 @@ use crate::message::Message;
 use crate::segment::Segment;
 #[cfg(test)]
 use crate::segment::{SEGMENT_BYTES, SEGMENT_LEN};
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 pub(crate) use crate::waiters::WaiterSlot;
 use crate::waiters::Waiters;
 
@@ -67,11 +67,6 @@ struct LogState {
     segments: VecDeque<Arc<Segment>>,
     /// The bytes of the segments above (when the log sizes its messages).
     bytes: u64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while these locks are held; the data stays consistent regardless.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl BroadcastLog {

@@ -14,7 +14,7 @@ use std::task::Waker;
 use crossbeam_utils::CachePadded;
 use slab::Slab;
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 
 /// Stripes at most, however many cores: a channel that has had a waiting stream holds
 /// them all (128 bytes each, and 128 for their counts of clearings).
@@ -79,13 +79,6 @@ pub(crate) struct WaiterSlot {
     key: usize,
     /// Its stripe's `clearings` when the place was taken; `None`: no place.
     taken_at: Option<u64>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while these locks are held; the data stays consistent regardless.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Waiters {
