@@ -44,16 +44,6 @@ impl LatencyHistogram {
     }
 }
 
-impl LatencyHistogram {
-    /// The sum over the stripes of one of their counts.
-    fn total(&self, count: impl Fn(&Counts) -> &AtomicU64) -> u64 {
-        self.counts
-            .iter()
-            .map(|counts| count(counts).load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    }
-}
-
 /// The bucket `nanos` falls in: the first whose upper bound is at least it.
 fn bucket_of(nanos: u64) -> usize {
     // Bucket i holds (bound·2^(i-1), bound·2^i]: i is the bit length of
@@ -77,10 +67,10 @@ impl TypedMetric for LatencyHistogram {
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
-            .map(|i| (upper_bound(i), self.total(|counts| &counts.buckets[i])))
+            .map(|i| (upper_bound(i), self.counts.sum(|counts| &counts.buckets[i])))
             .collect();
-        let sum = self.total(|counts| &counts.sum_nanos) as f64 / 1e9;
-        let count = self.total(|counts| &counts.count);
+        let sum = self.counts.sum(|counts| &counts.sum_nanos) as f64 / 1e9;
+        let count = self.counts.sum(|counts| &counts.count);
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 

@@ -41,9 +41,12 @@ impl<T> Striped<T> {
         &self.stripes[index]
     }
 
-    /// Every stripe, to sum them.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.stripes.iter().map(|stripe| &**stripe)
+    /// The sum over the stripes of one of their counts.
+    pub(crate) fn sum(&self, count: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| count(stripe).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 }
 
@@ -71,10 +74,7 @@ impl StripedCounter {
 
     /// The total so far.
     pub(crate) fn get(&self) -> u64 {
-        self.counts
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
+        self.counts.sum(|count| count)
     }
 }
 
