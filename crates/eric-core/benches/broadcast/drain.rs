@@ -123,6 +123,22 @@ pub(crate) async fn async_broadcast_and_drain(listeners: usize, per_sample: usiz
     start.elapsed()
 }
 
+/// The receiver counts to run: `ERIC_DRAIN_LISTENERS=1000,100000` picks some (to
+/// profile one), all five otherwise.
+fn drain_sizes() -> Vec<usize> {
+    let all = vec![10, 100, 1_000, 10_000, 100_000];
+    std::env::var("ERIC_DRAIN_LISTENERS").map_or(all, |sizes| {
+        sizes
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("ERIC_DRAIN_LISTENERS: numbers, comma-separated")
+            })
+            .collect()
+    })
+}
+
 pub(crate) fn bench_drain() {
     println!(
         "\n## broadcast + drain through message_stream (one tokio task per listener, 2 worker threads)\n"
@@ -140,7 +156,7 @@ pub(crate) fn bench_drain() {
     let rt = runtime();
     let mut points = Vec::new();
     let mut summary = String::new();
-    for listeners in [10, 100, 1_000, 10_000, 100_000] {
+    for listeners in drain_sizes() {
         let per_sample = broadcasts_per_sample(listeners);
         let deliveries = (per_sample * listeners) as f64;
         let raw = Arc::new(RawMessage {
