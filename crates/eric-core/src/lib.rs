@@ -62,6 +62,7 @@ mod message;
 mod queue;
 mod segment;
 mod stream;
+mod striped;
 mod sync;
 mod waiters;
 
@@ -79,6 +80,7 @@ pub use message::{
 };
 pub use queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 pub use stream::MessageStream;
+pub use striped::{Striped, thread_turn};
 
 // The README's example runs as a doctest, so that it stays true.
 #[cfg(doctest)]

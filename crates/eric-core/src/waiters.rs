@@ -94,7 +94,7 @@ impl Waiters {
     /// The stripe a new place is taken in: the calling thread's.
     fn home(&self, stripes: &Stripes) -> usize {
         #[cfg(not(loom))]
-        let turn = HOME.with(|home| *home);
+        let turn = crate::striped::thread_turn();
         #[cfg(loom)]
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         turn & (stripes.wakers.len() - 1)
@@ -193,16 +193,6 @@ impl Waiters {
             stripes.wakers.iter().map(|wakers| lock(wakers).len()).sum()
         })
     }
-}
-
-#[cfg(not(loom))]
-static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-#[cfg(not(loom))]
-thread_local! {
-    /// This thread's turn among the threads that registered a waiter: its stripe in
-    /// every channel. Threads of one runtime take consecutive turns as they first wait.
-    static HOME: usize = NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
 //! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
 //! `-- write-delay` ([`write_delay`]); `-- instructions` (callgrind, [`instructions`]);
+//! `ERIC_LOAD_SECONDS=N` runs each load N seconds (to profile a server);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -102,7 +103,11 @@ fn main() {
         _ => {}
     }
     let quick = std::env::args().any(|a| a == "quick");
-    let seconds = if quick { 2 } else { 4 };
+    // `ERIC_LOAD_SECONDS`: longer runs, to profile a server (perf, say).
+    let seconds = std::env::var("ERIC_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 2 } else { 4 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,8 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 
-use bytes::{Buf, Bytes};
-use futures_util::Stream;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -51,10 +49,14 @@ impl Handoff {
 }
 
 /// The events a write gathers at most: what a stream that fell behind has ready goes
-/// out in one `writev` (as hyper's write queue did), up to this many and
+/// out in one write (as hyper's write queue did), up to this many and
 /// [`GATHER_BYTES`].
 const GATHER_EVENTS: usize = 16;
 const GATHER_BYTES: usize = 64 * 1024;
+
+/// A write buffer that grew past this (a burst gathered) is let go once written: an
+/// idle stream keeps at most this much.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// Writes `body` to `io` until the body ends (then shuts the socket down) or the
 /// client goes away (then drops it: the listener goes with it). Ready with an error
@@ -63,8 +65,10 @@ const GATHER_BYTES: usize = 64 * 1024;
 pub(crate) struct StreamWriter<I> {
     io: I,
     body: SseBody,
-    /// What is to be written, in order, the first perhaps in part.
-    pending: Vec<Bytes>,
+    /// What is to be written: the stream's bytes, copied here from the broadcasts'
+    /// shared encodings (`Emit for Vec<u8>`), of which `written` are.
+    pending: Vec<u8>,
+    written: usize,
     body_ended: bool,
     /// What wakes the task when the socket has something to read (the client's going,
     /// mostly): the socket's read side is looked at only then, not after every event.
@@ -103,6 +107,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
             io,
             body,
             pending: Vec::new(),
+            written: 0,
             body_ended: false,
             read_waker: Waker::from(Arc::clone(&readable)),
             readable,
@@ -114,18 +119,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
     /// either (wakers registered as well); `Ready(false)`: it stopped at a limit, or
     /// the body ended.
     fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let mut bytes = 0;
-        while self.pending.len() < GATHER_EVENTS && bytes < GATHER_BYTES {
-            match Pin::new(&mut self.body).poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    bytes += chunk.len();
-                    self.pending.push(chunk);
-                }
+        let mut gathered = 0;
+        while gathered < GATHER_EVENTS && self.pending.len() < GATHER_BYTES {
+            match self.body.poll_emit(cx, &mut self.pending) {
+                Poll::Ready(Some(())) => gathered += 1,
                 Poll::Ready(None) => {
                     self.body_ended = true;
                     break;
                 }
-                Poll::Pending if self.pending.is_empty() => return Poll::Pending,
+                Poll::Pending if gathered == 0 => return Poll::Pending,
                 Poll::Pending => return Poll::Ready(true),
             }
         }
@@ -134,47 +136,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
 
     /// Writes what is pending; `Ready` once all of it is written.
     fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.pending.is_empty() {
-            let written = if self.pending.len() > 1 && self.io.is_write_vectored() {
-                let mut slices = [io::IoSlice::new(&[]); GATHER_EVENTS];
-                for (slice, chunk) in slices.iter_mut().zip(&self.pending) {
-                    *slice = io::IoSlice::new(chunk);
-                }
-                let n = self.pending.len().min(GATHER_EVENTS);
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
-            } else {
-                ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending[0]))?
-            };
+        if self.pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        while self.written < self.pending.len() {
+            let unwritten = &self.pending[self.written..];
+            let written = ready!(Pin::new(&mut self.io).poll_write(cx, unwritten))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.consume(written);
+            self.written += written;
+        }
+        self.written = 0;
+        if self.pending.capacity() > KEEP_BUFFER {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
         }
         Poll::Ready(Ok(()))
-    }
-
-    /// Drops the first `written` bytes of what is pending.
-    fn consume(&mut self, mut written: usize) {
-        let whole = self
-            .pending
-            .iter()
-            .take_while(|chunk| {
-                let fits = chunk.len() <= written;
-                if fits {
-                    written -= chunk.len();
-                }
-                fits
-            })
-            .count();
-        if whole == self.pending.len() {
-            // All of it, as almost always: no `Drain` to run.
-            self.pending.clear();
-            return;
-        }
-        self.pending.drain(..whole);
-        if let Some(first) = self.pending.first_mut() {
-            first.advance(written);
-        }
     }
 
     /// Whether the client went away: its end of the connection closed (or failed).
@@ -232,5 +211,55 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for StreamWriter<I> {
                 Poll::Pending => Poll::Pending,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use eric_core::Message;
+    use eric_persistence::{ChannelSettings, MemoryChannels, SharedChannels};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::state::Metrics;
+
+    /// A socket that takes a few bytes per write: every write of the buffer goes out in
+    /// parts, and the client still reads every event whole, in order, once.
+    #[tokio::test]
+    async fn a_socket_taking_a_few_bytes_at_a_time_gets_every_event_in_order() {
+        let channels: SharedChannels = Arc::new(MemoryChannels::new());
+        let id = channels
+            .create(ChannelSettings::default().id("news"))
+            .await
+            .unwrap();
+        let events = channels.subscribe(&id, None).await.unwrap();
+        let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
+        let body = SseBody::new(events, None, 2500, metrics, None);
+        // A pipe that holds 7 bytes: shorter than any event.
+        let (server, mut client) = tokio::io::duplex(7);
+        let writer = tokio::spawn(StreamWriter::new(server, body));
+        for n in 0..50 {
+            channels
+                .broadcast(&id, Message::new("count", n))
+                .await
+                .unwrap();
+        }
+        // Its streams get the closed event and end: the writer shuts the socket down.
+        channels.remove(&id).await.unwrap();
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        writer.await.unwrap().unwrap();
+
+        assert!(text.starts_with("retry: 2500\n\n"), "{text}");
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect();
+        let counts: Vec<String> = (0..50).map(|n| n.to_string()).collect();
+        assert_eq!(data[..50], counts[..], "every event, in order");
+        assert_eq!(data.len(), 51, "and the closed event: {data:?}");
+        assert_eq!(text.matches("event: count\n").count(), 50);
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use eric_core::Striped;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::striped::Striped;
+use crate::striped;
 
 /// The first bucket's upper bound; each next one doubles it.
 const FIRST_BOUND_NANOS: u64 = 100_000;
@@ -67,10 +68,15 @@ impl TypedMetric for LatencyHistogram {
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
-            .map(|i| (upper_bound(i), self.counts.sum(|counts| &counts.buckets[i])))
+            .map(|i| {
+                (
+                    upper_bound(i),
+                    striped::sum(&self.counts, |counts| &counts.buckets[i]),
+                )
+            })
             .collect();
-        let sum = self.counts.sum(|counts| &counts.sum_nanos) as f64 / 1e9;
-        let count = self.counts.sum(|counts| &counts.count);
+        let sum = striped::sum(&self.counts, |counts| &counts.sum_nanos) as f64 / 1e9;
+        let count = striped::sum(&self.counts, |counts| &counts.count);
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 

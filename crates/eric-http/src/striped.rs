@@ -2,60 +2,21 @@
 //! add per event from every stream makes two cores pass its cache line back and forth
 //! on every delivery (perf showed that line as most of `SseBody`'s own time at 1,000
 //! streams); here each thread adds to a stripe on cache lines of its own, and a scrape
-//! sums the stripes.
+//! sums the stripes (eric-core's [`Striped`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_utils::CachePadded;
+use eric_core::Striped;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// At most this many stripes, whatever the machine.
-const MAX_STRIPES: usize = 64;
-
-/// One `T` per stripe, each on cache lines of its own; a thread always uses the same.
-#[derive(Debug)]
-pub(crate) struct Striped<T> {
-    stripes: Box<[CachePadded<T>]>,
-}
-
-impl<T: Default> Default for Striped<T> {
-    fn default() -> Self {
-        // Four stripes per core, a power of two: threads take stripes in the order they
-        // first count, so a runtime's workers, started together, rarely share one.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let stripes = (cores * 4).next_power_of_two().min(MAX_STRIPES);
-        Striped {
-            stripes: (0..stripes).map(|_| CachePadded::default()).collect(),
-        }
-    }
-}
-
-impl<T> Striped<T> {
-    /// The calling thread's stripe.
-    #[inline]
-    pub(crate) fn local(&self) -> &T {
-        // A power of two: the mask is the modulo.
-        let index = STRIPE.with(|stripe| *stripe) & (self.stripes.len() - 1);
-        &self.stripes[index]
-    }
-
-    /// The sum over the stripes of one of their counts.
-    pub(crate) fn sum(&self, count: impl Fn(&T) -> &AtomicU64) -> u64 {
-        self.stripes
-            .iter()
-            .map(|stripe| count(stripe).load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    }
-}
-
-/// The next stripe number a thread takes.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's stripe number, taken when it first counts.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+/// The sum over `striped`'s stripes of one of their counts.
+pub(crate) fn sum<T>(striped: &Striped<T>, count: impl Fn(&T) -> &AtomicU64) -> u64 {
+    striped
+        .iter()
+        .map(|stripe| count(stripe).load(Ordering::Relaxed))
+        .fold(0, u64::wrapping_add)
 }
 
 /// A Prometheus counter that many threads add to at once. Cheap to clone (the clones
@@ -74,7 +35,7 @@ impl StripedCounter {
 
     /// The total so far.
     pub(crate) fn get(&self) -> u64 {
-        self.counts.sum(|count| count)
+        sum(&self.counts, |count| count)
     }
 }
 

@@ -30,11 +30,13 @@ pub struct SseEvent {
 }
 
 /// An event's fields but `retry` (which a server sets per connection), and their
-/// encoding once made: a broadcast to N streams is encoded once, not N times.
+/// encoding once made: a broadcast to N streams is encoded once, not N times. A copy
+/// shares the data and the encoding made before it (the SSE adapter keeps a copy per
+/// thread, see `sse_channel::PerThread`).
 #[derive(Clone, Default)]
 pub(crate) struct Fields {
     event: Option<String>,
-    data: String,
+    data: Arc<str>,
     id: Option<String>,
     encoded: OnceLock<Bytes>,
 }
@@ -43,10 +45,19 @@ impl Fields {
     pub(crate) fn new(data: String, event: Option<String>, id: Option<String>) -> Self {
         Fields {
             event,
-            data,
+            data: data.into(),
             id,
             encoded: OnceLock::new(),
         }
+    }
+
+    /// The encoding of everything but `retry`, made at the first call.
+    pub(crate) fn encoded(&self) -> &Bytes {
+        self.encoded.get_or_init(|| {
+            let mut out = String::with_capacity(self.data.len() + 32);
+            self.encode_into(&mut out, None);
+            Bytes::from(out)
+        })
     }
 
     /// Appends the event's encoding to `out`, with `retry` if given.
@@ -196,8 +207,12 @@ impl SseEvent {
 
     /// The encoding of everything but `retry`, made once and shared by every copy of
     /// this event: what a server that sends each connection its own `retry` writes
-    /// after that line, so that a broadcast to N streams is encoded once. Cloning the
-    /// result costs no copy.
+    /// after that line, so that a broadcast to N streams is encoded once.
+    ///
+    /// Borrowed: cloning it costs no copy, but every clone of one broadcast's bytes
+    /// counts on one shared atomic, which the cores serving its streams pass between
+    /// them. A server that copies the bytes into a buffer of its own (eric-http
+    /// does, ~100 bytes) touches nothing shared but to read it.
     ///
     /// ```
     /// use eric_prefabs::SseEvent;
@@ -207,16 +222,8 @@ impl SseEvent {
     /// assert_eq!(event.encode(), "event: note\nretry: 5\ndata: x\n\n");
     /// # Ok::<(), eric_prefabs::Error>(())
     /// ```
-    pub fn encoded_without_retry(&self) -> Bytes {
-        let fields = &*self.fields;
-        fields
-            .encoded
-            .get_or_init(|| {
-                let mut out = String::with_capacity(fields.data.len() + 32);
-                fields.encode_into(&mut out, None);
-                Bytes::from(out)
-            })
-            .clone()
+    pub fn encoded_without_retry(&self) -> &Bytes {
+        self.fields.encoded()
     }
 }
 

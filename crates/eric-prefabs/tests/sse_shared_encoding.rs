@@ -22,7 +22,7 @@ async fn every_stream_of_a_broadcast_shares_one_encoding() {
     let encoded: Vec<_> = events.iter().map(SseEvent::encoded_without_retry).collect();
     let id = events[0].id().unwrap();
     assert_eq!(
-        std::str::from_utf8(&encoded[0]).unwrap(),
+        std::str::from_utf8(encoded[0]).unwrap(),
         format!("event: news\nid: {id}\ndata: {{\"n\":1}}\n\n")
     );
     for bytes in &encoded[1..] {
@@ -68,4 +68,27 @@ async fn changing_a_shared_event_changes_only_that_copy() {
             .starts_with(b"event: renamed\n")
     );
     assert!(second.encoded_without_retry().starts_with(b"event: news\n"));
+}
+
+#[test]
+fn streams_read_on_other_threads_share_the_data_and_the_encoding_too() {
+    let channel = SseChannel::new();
+    let streams: Vec<_> = (0..4).map(|_| channel.subscribe(None).unwrap()).collect();
+    channel
+        .broadcast(Message::new("news", serde_json::json!({"n": 1})))
+        .unwrap();
+    // Each stream read on a thread of its own: each thread takes its own copy.
+    let events: Vec<SseEvent> = streams
+        .into_iter()
+        .map(|mut stream| std::thread::spawn(move || next(&mut stream)).join().unwrap())
+        .collect();
+    for event in &events[1..] {
+        assert_eq!(event, &events[0]);
+        assert_eq!(
+            event.encoded_without_retry().as_ptr(),
+            events[0].encoded_without_retry().as_ptr(),
+            "one encoding for every thread"
+        );
+        assert_eq!(event.data().as_ptr(), events[0].data().as_ptr(), "one data");
+    }
 }
