@@ -80,7 +80,11 @@ fn streams_read_on_other_threads_share_the_data_and_the_encoding_too() {
     // Each stream read on a thread of its own: each thread takes its own copy.
     let events: Vec<SseEvent> = streams
         .into_iter()
-        .map(|mut stream| std::thread::spawn(move || next(&mut stream)).join().unwrap())
+        .map(|mut stream| {
+            std::thread::spawn(move || next(&mut stream))
+                .join()
+                .unwrap()
+        })
         .collect();
     for event in &events[1..] {
         assert_eq!(event, &events[0]);
