@@ -149,7 +149,7 @@ impl SseBody {
 impl SseBody {
     /// An event on its way to the client: counted, keep-alive postponed; its bytes are
     /// the event's encoding, which every stream of a broadcast shares (made once,
-    /// whatever the number of streams, and written without a copy).
+    /// whatever the number of streams; see [`Emit`] for how each stream takes it).
     fn delivered<'e>(
         event: &'e SseEvent,
         metrics: &Metrics,

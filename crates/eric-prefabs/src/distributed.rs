@@ -10,7 +10,8 @@ use eric_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::sse_channel::{SseAdapter, SseChannel};
+use crate::sse_adapter::SseAdapter;
+use crate::sse_channel::SseChannel;
 
 /// Starts the receiving listener (a reserved message type).
 pub const ACTION_START: &str = "start";

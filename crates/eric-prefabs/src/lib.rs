@@ -26,6 +26,7 @@ mod distributed;
 mod error;
 mod publisher;
 mod sse;
+mod sse_adapter;
 mod sse_channel;
 
 pub use data_processing::{
@@ -38,9 +39,10 @@ pub use distributed::{
 pub use error::{Error, Result};
 pub use publisher::{Channels, DEFAULT_CHANNEL, Publication, Publisher, Subscriber, Subscription};
 pub use sse::{SseEvent, is_valid_event, sse_comment};
+pub use sse_adapter::SseAdapter;
 pub use sse_channel::{
-    DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, MESSAGE_TYPE_TOKEN_EXPIRED, SseAdapter,
-    SseChannel, SseChannelBuilder, SseStream, check_message,
+    DEFAULT_REPLAY, DEFAULT_RETRY_MS, MESSAGE_TYPE_RESET, MESSAGE_TYPE_TOKEN_EXPIRED, SseChannel,
+    SseChannelBuilder, SseStream, check_message,
 };
 
 // The README's example runs as a doctest, so that it stays true.

@@ -32,7 +32,7 @@ pub struct SseEvent {
 /// An event's fields but `retry` (which a server sets per connection), and their
 /// encoding once made: a broadcast to N streams is encoded once, not N times. A copy
 /// shares the data and the encoding made before it (the SSE adapter keeps a copy per
-/// thread, see `sse_channel::PerThread`).
+/// thread, see `sse_adapter::PerThread`).
 #[derive(Clone, Default)]
 pub(crate) struct Fields {
     event: Option<String>,
