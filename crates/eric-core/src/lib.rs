@@ -80,7 +80,7 @@ pub use message::{
 };
 pub use queue::{OverflowPolicy, PushOutcome, Queue, QueueConfig, QueueEntry, QueueStats};
 pub use stream::MessageStream;
-pub use striped::{Striped, thread_turn};
+pub use striped::{Striped, stripe_count, thread_stripe};
 
 // The README's example runs as a doctest, so that it stays true.
 #[cfg(doctest)]

@@ -6,6 +6,7 @@
 //! copy stays in its core's cache. eric-http's counters, the broadcast log's waiters
 //! and eric-prefabs' shared SSE encodings all take their thread's copy this way.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
@@ -17,24 +18,43 @@ const MAX_STRIPES: usize = 64;
 static NEXT_TURN: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// This thread's turn, taken when it first asks.
+    /// This thread's turn, taken when it first asks: 0, 1, 2, ... in the order threads
+    /// first ask.
     static TURN: usize = NEXT_TURN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The calling thread's turn: a number taken the first time the thread asks, in the
-/// order threads first ask (0, 1, 2, ...). A runtime's workers, which start serving
-/// together, take consecutive turns, so `thread_turn() % n` rarely puts two of them on
-/// one of `n` copies. (tokio gives no stable worker index to key them on.)
+/// How many copies to keep for `per_core` copies per core: a power of two, at most
+/// `at_most` (a power of two). The cores are counted once per process:
+/// `available_parallelism` reads the affinity mask and the cgroup's quota at every call
+/// (~8 µs on Linux), too much for what makes copies per broadcast.
 ///
 /// ```
-/// let turn = eric_core::thread_turn();
-/// assert_eq!(eric_core::thread_turn(), turn, "a thread keeps its turn");
-/// let other = std::thread::spawn(eric_core::thread_turn).join().unwrap();
-/// assert_ne!(other, turn);
+/// let count = eric_core::stripe_count(1, 8);
+/// assert!(count.is_power_of_two() && count <= 8);
+/// assert_eq!(eric_core::stripe_count(64, 4), 4);
+/// ```
+pub fn stripe_count(per_core: usize, at_most: usize) -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (cores * per_core).next_power_of_two().min(at_most)
+}
+
+/// The calling thread's copy among `count` (a power of two, from [`stripe_count`]).
+/// A thread keeps its copy. Threads take turns the first time they ask, and a
+/// runtime's workers, which start serving together, take consecutive turns, so two of
+/// them rarely share a copy (tokio gives no stable worker index to key them on).
+///
+/// ```
+/// let mine = eric_core::thread_stripe(8);
+/// assert_eq!(eric_core::thread_stripe(8), mine, "a thread keeps its copy");
+/// let other = std::thread::spawn(|| eric_core::thread_stripe(8)).join().unwrap();
+/// assert_ne!(other, mine, "the next thread to ask takes the next one");
 /// ```
 #[inline]
-pub fn thread_turn() -> usize {
-    TURN.with(|turn| *turn)
+pub fn thread_stripe(count: usize) -> usize {
+    debug_assert!(count.is_power_of_two());
+    // A power of two: the mask is the modulo.
+    TURN.with(|turn| *turn) & (count - 1)
 }
 
 /// One `T` per stripe, each on cache lines of its own; a thread always uses the same
@@ -60,12 +80,12 @@ pub struct Striped<T> {
 
 impl<T: Default> Default for Striped<T> {
     /// Four stripes per core, a power of two, at most 64: threads take stripes by
-    /// [`thread_turn`], so a few threads besides the workers seldom share one.
+    /// [`thread_stripe`], so a few threads besides the workers seldom share one.
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let stripes = (cores * 4).next_power_of_two().min(MAX_STRIPES);
         Striped {
-            stripes: (0..stripes).map(|_| CachePadded::default()).collect(),
+            stripes: (0..stripe_count(4, MAX_STRIPES))
+                .map(|_| CachePadded::default())
+                .collect(),
         }
     }
 }
@@ -74,8 +94,7 @@ impl<T> Striped<T> {
     /// The calling thread's stripe.
     #[inline]
     pub fn local(&self) -> &T {
-        // A power of two: the mask is the modulo.
-        &self.stripes[thread_turn() & (self.stripes.len() - 1)]
+        &self.stripes[thread_stripe(self.stripes.len())]
     }
 
     /// Every stripe, each once.

@@ -54,10 +54,7 @@ impl Stripes {
         let count = if cfg!(loom) {
             2
         } else {
-            std::thread::available_parallelism()
-                .map_or(1, |cores| cores.get())
-                .next_power_of_two()
-                .min(MAX_STRIPES)
+            crate::striped::stripe_count(1, MAX_STRIPES)
         };
         Stripes {
             wakers: (0..count)
@@ -93,11 +90,12 @@ impl Waiters {
 
     /// The stripe a new place is taken in: the calling thread's.
     fn home(&self, stripes: &Stripes) -> usize {
+        let count = stripes.wakers.len();
         #[cfg(not(loom))]
-        let turn = crate::striped::thread_turn();
+        let stripe = crate::striped::thread_stripe(count);
         #[cfg(loom)]
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        turn & (stripes.wakers.len() - 1)
+        let stripe = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (count - 1);
+        stripe
     }
 
     /// Registers `waker` to be woken by the next [`wake_all`](Self::wake_all), in the

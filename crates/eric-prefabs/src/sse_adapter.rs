@@ -102,20 +102,17 @@ impl PerThread {
     fn new(common: Fields) -> Self {
         // Encoded before any copy is made, so that every copy shares it.
         common.encoded();
-        let copies = std::thread::available_parallelism()
-            .map_or(1, |cores| cores.get())
-            .next_power_of_two()
-            .min(MAX_COPIES);
         PerThread {
             common,
-            copies: (0..copies).map(|_| OnceLock::new()).collect(),
+            copies: (0..eric_core::stripe_count(1, MAX_COPIES))
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 
     /// The calling thread's copy.
     fn local(&self) -> &Arc<Fields> {
-        // A power of two: the mask is the modulo.
-        let copy = eric_core::thread_turn() & (self.copies.len() - 1);
+        let copy = eric_core::thread_stripe(self.copies.len());
         self.copies[copy].get_or_init(|| Arc::new(self.common.clone()))
     }
 }
