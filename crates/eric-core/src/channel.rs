@@ -7,7 +7,7 @@ use crate::adapter::{Adapter, Delivery, MessageAdapter};
 use crate::budget::{MemoryBudget, Reclaim};
 use crate::channel_shared::Shared;
 use crate::connection::{
-    Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory, Taken,
+    Connection, ConnectionsFactory, Disconnection, InMemoryConnectionsFactory, owned,
 };
 use crate::error::{Error, Result, validate_id};
 use crate::listener::{Listener, MessageQueueListener};
@@ -511,10 +511,7 @@ impl<A: Adapter> Channel<A> {
                 listener_id: connection.id().to_owned(),
             });
         }
-        self.shared
-            .next_for(connection, None, &|msg: Taken<'_>, delivery| {
-                (msg.into_owned(), delivery)
-            })
+        self.shared.next_for(connection, None, &owned)
     }
 
     /// Takes the listener's next message and runs its `on_message` hook (eric-sse's

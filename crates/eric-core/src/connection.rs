@@ -88,6 +88,12 @@ impl Taken<'_> {
     }
 }
 
+/// The message a read took, owned, with its delivery: the read for what keeps the
+/// message past it (a listener's hook, the channel's own takes).
+pub(crate) fn owned(msg: Taken<'_>, delivery: Delivery) -> (Message, Delivery) {
+    (msg.into_owned(), delivery)
+}
+
 /// What a read without the cursor's lock found.
 pub(crate) enum Unlocked<T> {
     /// What the reader made of the broadcast at the position, which moved past it.

@@ -9,7 +9,7 @@ use futures_core::{FusedStream, Stream};
 
 use crate::adapter::{Adapter, Delivery};
 use crate::channel_shared::Shared;
-use crate::connection::{Connection, SegmentCache, Taken};
+use crate::connection::{Connection, SegmentCache, Taken, owned};
 use crate::error::Error;
 use crate::log::WaiterSlot;
 use crate::message::Message;
@@ -168,9 +168,7 @@ impl<A: Adapter> Stream for MessageStream<A> {
                 let segment = Some(&mut this.segment);
                 if this.hooked {
                     // The hook runs on the message taken: a refusal is an item too.
-                    match shared.next_for(connection, segment, &|msg: Taken<'_>, delivery| {
-                        (msg.into_owned(), delivery)
-                    }) {
+                    match shared.next_for(connection, segment, &owned) {
                         Ok(Some((msg, delivery))) => {
                             if let Err(error) = hook(connection, &msg) {
                                 return Poll::Ready(Some(Err(error)));
