@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 
 use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 
 use crate::events::SseBody;
+use crate::transport::Transport;
 
 /// Where a stream's handler leaves its body for the connection to write: one per
 /// HTTP/1.x connection, in the extensions of its `GET` requests.
@@ -97,7 +98,7 @@ impl Wake for Readable {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
+impl<I: Transport> StreamWriter<I> {
     pub(crate) fn new(io: I, body: SseBody) -> Self {
         let readable = Arc::new(Readable {
             raised: AtomicBool::new(true),
@@ -141,7 +142,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
         }
         while self.written < self.pending.len() {
             let unwritten = &self.pending[self.written..];
-            let written = ready!(Pin::new(&mut self.io).poll_write(cx, unwritten))?;
+            let written = match self.send_now(cx, unwritten) {
+                Poll::Ready(Some(sent)) => sent?,
+                Poll::Ready(None) => ready!(Pin::new(&mut self.io).poll_write(cx, unwritten))?,
+                Poll::Pending => return Poll::Pending,
+            };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -154,6 +159,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
             self.pending.clear();
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Sends `buf` straight to the socket ([`Transport::send_now`]): `Ready(None)` if it
+    /// cannot (no socket of its own, or a full one: `poll_write` then waits for room).
+    /// Counted in tokio's budget as the `poll_write` it stands for, so that a stream
+    /// with a long backlog still lets the other tasks of its thread run.
+    fn send_now(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Option<io::Result<usize>>> {
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let sent = loop {
+            match self.io.send_now(buf) {
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(None),
+                sent => break sent,
+            }
+        };
+        if let Some(Ok(_)) = sent {
+            coop.made_progress();
+        }
+        Poll::Ready(sent)
     }
 
     /// Whether the client went away: its end of the connection closed (or failed).
@@ -180,7 +204,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> StreamWriter<I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Future for StreamWriter<I> {
+impl<I: Transport> Future for StreamWriter<I> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -261,5 +285,89 @@ mod tests {
         assert_eq!(data[..50], counts[..], "every event, in order");
         assert_eq!(data.len(), 51, "and the closed event: {data:?}");
         assert_eq!(text.matches("event: count\n").count(), 50);
+    }
+
+    /// A real socket, sent to directly, that fills up: the writer waits for room
+    /// (tokio's `poll_write` takes over) and the client, reading late, still gets every
+    /// event whole, in order, once.
+    #[tokio::test]
+    async fn a_full_socket_is_waited_for_and_nothing_is_lost() {
+        let channels: SharedChannels = Arc::new(MemoryChannels::new());
+        let id = channels
+            .create(ChannelSettings::default().id("news"))
+            .await
+            .unwrap();
+        let events = channels.subscribe(&id, None).await.unwrap();
+        let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
+        let body = SseBody::new(events, None, 2500, metrics, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let writer = tokio::spawn(StreamWriter::new(server, body));
+        // ~4 MiB of events: far more than both kernel buffers hold.
+        let padding = "x".repeat(2000);
+        for n in 0..2000 {
+            channels
+                .broadcast(&id, Message::new("count", format!("{n} {padding}")))
+                .await
+                .unwrap();
+        }
+        channels.remove(&id).await.unwrap();
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        writer.await.unwrap().unwrap();
+
+        let counts: Vec<u32> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: \""))
+            .filter_map(|data| data.split(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(
+            counts,
+            (0..2000).collect::<Vec<u32>>(),
+            "every event, in order"
+        );
+        assert_eq!(text.matches("event: count\n").count(), 2000);
+    }
+
+    /// A client that resets its connection while its stream is being written: the
+    /// stream ends, rather than hang or raise a signal.
+    #[tokio::test]
+    async fn a_client_gone_mid_stream_ends_it() {
+        let channels: SharedChannels = Arc::new(MemoryChannels::new());
+        let id = channels
+            .create(ChannelSettings::default().id("news"))
+            .await
+            .unwrap();
+        let events = channels.subscribe(&id, None).await.unwrap();
+        let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
+        let body = SseBody::new(events, None, 2500, metrics, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let writer = tokio::spawn(StreamWriter::new(server, body));
+        // Closed with data unread (the stream's preamble): the kernel resets the
+        // connection.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(client);
+        let padding = "x".repeat(2000);
+        for n in 0..100 {
+            channels
+                .broadcast(&id, Message::new("count", format!("{n} {padding}")))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        // Whichever saw it first, the send (an error) or the read side (the client
+        // gone), the writer ends: it does not write on into a dead socket.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+        assert!(ended.is_ok(), "the writer still runs");
     }
 }

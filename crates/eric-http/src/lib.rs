@@ -60,6 +60,7 @@ mod state;
 mod striped;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;

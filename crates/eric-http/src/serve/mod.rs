@@ -29,12 +29,12 @@ use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 mod graceful;
 
 use crate::handoff::{Handoff, StreamWriter};
+use crate::transport::Transport;
 use graceful::{Shutdown, Watcher};
 
 use crate::error::Error;
@@ -249,7 +249,7 @@ impl Servers {
 
     fn serve<I>(&self, io: I, h2: bool, watcher: Watcher, open: Counted)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: Transport + Send + 'static,
     {
         if h2 {
             let protocol = Counted::new(&self.metrics, |m| &m.h2_connections);
@@ -309,7 +309,7 @@ async fn serve_http1<I>(
     mut watcher: Watcher,
     counted: (Counted, Counted),
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Transport + Send + 'static,
 {
     if let Err(e) = watcher.until_done(&mut *connection).await {
         tracing::trace!(error = %e, "connection ended with an error");
