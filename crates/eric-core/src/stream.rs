@@ -38,15 +38,16 @@ pub struct MessageStream<A: Adapter> {
     registered: Option<Waker>,
     // Its place among the broadcast log's waiters.
     waiter: WaiterSlot,
-    // The listener's count of consumer takes when `registered` was registered there.
-    consumer_takes: Option<u64>,
+    // The listener's count of consumer takes when `registered` was registered there
+    // (`NOT_COUNTED`: not registered).
+    consumer_takes: u64,
     // The log segment its listener's position is in, read without the cursor's lock.
     segment: SegmentCache,
     // Whether the listener's `on_message` does anything (asked once).
     hooked: bool,
     // The queue's count of waker takes read before `registered` was registered there
-    // (`Queue::waker_takes`); `None`: register again.
-    queue_takes: Option<u64>,
+    // (`Queue::waker_takes`); `NOT_COUNTED`: register again.
+    queue_takes: u64,
 }
 
 impl<A: Adapter> MessageStream<A> {
@@ -59,10 +60,10 @@ impl<A: Adapter> MessageStream<A> {
             done: false,
             registered: None,
             waiter: WaiterSlot::default(),
-            consumer_takes: None,
+            consumer_takes: NOT_COUNTED,
             segment: SegmentCache::default(),
             hooked: connection.listener().hooks_messages(),
-            queue_takes: None,
+            queue_takes: NOT_COUNTED,
             connection,
         }
     }
@@ -114,8 +115,8 @@ impl<A: Adapter> MessageStream<A> {
         let state = self.connection.listener().state();
         // Still in place if nothing took it since (a take is a stop, a removal, a
         // takeover, or this stream going): then there is nothing to do.
-        if !same || self.consumer_takes != Some(state.consumer_takes()) {
-            self.consumer_takes = Some(state.register_consumer(waker, self.generation));
+        if !same || self.consumer_takes != state.consumer_takes() {
+            self.consumer_takes = state.register_consumer(waker, self.generation);
             in_place = false;
         }
         if !same {
@@ -125,7 +126,7 @@ impl<A: Adapter> MessageStream<A> {
         // registering it (a push that takes it wakes it).
         let queue = self.connection.queue();
         let takes = queue.waker_takes();
-        if same && takes.is_some() && takes == self.queue_takes {
+        if same && takes.is_some_and(|takes| takes == self.queue_takes) {
             return if in_place {
                 Registration::InPlace
             } else {
@@ -133,7 +134,10 @@ impl<A: Adapter> MessageStream<A> {
             };
         }
         let registered = queue.register_waker(waker);
-        self.queue_takes = if registered { takes } else { None };
+        self.queue_takes = match takes {
+            Some(takes) if registered => takes,
+            _ => NOT_COUNTED,
+        };
         if registered {
             Registration::Made
         } else {
@@ -141,6 +145,11 @@ impl<A: Adapter> MessageStream<A> {
         }
     }
 }
+
+/// A count of takes no listener or queue reaches (a take a nanosecond would need 584
+/// years): what a stream holds for "not registered". A plain `u64` rather than an
+/// `Option`, so that the stream (read at every event) stays within two cache lines.
+const NOT_COUNTED: u64 = u64::MAX;
 
 /// What [`MessageStream::register`] did.
 enum Registration {

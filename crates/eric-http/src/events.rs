@@ -41,7 +41,8 @@ pub(crate) struct SseBody {
     /// still spread out when the server restarts: most streams are idle most of the time.
     preamble: Option<Bytes>,
     /// Events waiting for their write (`HttpConfig::write_delay`).
-    gathering: Option<Gathering>,
+    /// Boxed: the body is read at every event, and most streams have no write delay.
+    gathering: Option<Box<Gathering>>,
     done: bool,
 }
 
@@ -126,10 +127,12 @@ impl SseBody {
     /// Gathers what comes within `delay` after an event into one write (`None`: each
     /// event as it comes).
     pub(crate) fn write_delay(mut self, delay: Option<Duration>) -> Self {
-        self.gathering = delay.map(|delay| Gathering {
-            delay,
-            bytes: BytesMut::new(),
-            due: Box::pin(tokio::time::sleep(delay)),
+        self.gathering = delay.map(|delay| {
+            Box::new(Gathering {
+                delay,
+                bytes: BytesMut::new(),
+                due: Box::pin(tokio::time::sleep(delay)),
+            })
         });
         self
     }
@@ -244,7 +247,10 @@ impl SseBody {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(preamble) = this.preamble.take() {
+        // Looked at before it is taken: a take writes, at every poll.
+        if this.preamble.is_some()
+            && let Some(preamble) = this.preamble.take()
+        {
             out.own(preamble);
             return Poll::Ready(Some(()));
         }

@@ -428,13 +428,17 @@ pub fn check_message(msg: &Message) -> Result<()> {
 #[must_use = "streams do nothing unless polled"]
 #[derive(Debug)]
 pub struct SseStream {
-    reset: Option<SseEvent>,
+    // Boxed: read at every poll, it stays on the stream's first lines.
+    reset: Option<Box<SseEvent>>,
     inner: MessageStream<SseAdapter>,
 }
 
 impl SseStream {
     fn new(reset: Option<SseEvent>, inner: MessageStream<SseAdapter>) -> Self {
-        SseStream { reset, inner }
+        SseStream {
+            reset: reset.map(Box::new),
+            inner,
+        }
     }
 
     /// The listener this stream reads.
@@ -452,8 +456,11 @@ impl Stream for SseStream {
     type Item = Result<SseEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(reset) = self.reset.take() {
-            return Poll::Ready(Some(Ok(reset)));
+        // Looked at before it is taken: a take writes, at every poll.
+        if self.reset.is_some()
+            && let Some(reset) = self.reset.take()
+        {
+            return Poll::Ready(Some(Ok(*reset)));
         }
         Pin::new(&mut self.inner)
             .poll_next(cx)

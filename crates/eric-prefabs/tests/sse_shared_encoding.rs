@@ -96,3 +96,16 @@ fn streams_read_on_other_threads_share_the_data_and_the_encoding_too() {
         assert_eq!(event.data().as_ptr(), events[0].data().as_ptr(), "one data");
     }
 }
+
+/// A stream is read at every event it delivers, and with many streams each read
+/// starts out of cache: it fits in two cache lines (an allocation of 128 bytes), so
+/// that a read touches two, not three.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_stream_fits_in_two_cache_lines() {
+    assert!(
+        std::mem::size_of::<SseStream>() <= 128,
+        "SseStream is {} bytes",
+        std::mem::size_of::<SseStream>()
+    );
+}
