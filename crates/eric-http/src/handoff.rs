@@ -249,10 +249,8 @@ mod tests {
     use super::*;
     use crate::state::Metrics;
 
-    /// A socket that takes a few bytes per write: every write of the buffer goes out in
-    /// parts, and the client still reads every event whole, in order, once.
-    #[tokio::test]
-    async fn a_socket_taking_a_few_bytes_at_a_time_gets_every_event_in_order() {
+    /// A channel "news" in memory, and the body of a stream of it (`retry` 2500 ms).
+    async fn news_stream() -> (SharedChannels, String, SseBody) {
         let channels: SharedChannels = Arc::new(MemoryChannels::new());
         let id = channels
             .create(ChannelSettings::default().id("news"))
@@ -261,6 +259,14 @@ mod tests {
         let events = channels.subscribe(&id, None).await.unwrap();
         let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
         let body = SseBody::new(events, None, 2500, metrics, None);
+        (channels, id, body)
+    }
+
+    /// A socket that takes a few bytes per write: every write of the buffer goes out in
+    /// parts, and the client still reads every event whole, in order, once.
+    #[tokio::test]
+    async fn a_socket_taking_a_few_bytes_at_a_time_gets_every_event_in_order() {
+        let (channels, id, body) = news_stream().await;
         // A pipe that holds 7 bytes: shorter than any event.
         let (server, mut client) = tokio::io::duplex(7);
         let writer = tokio::spawn(StreamWriter::new(server, body));
@@ -292,14 +298,7 @@ mod tests {
     /// event whole, in order, once.
     #[tokio::test]
     async fn a_full_socket_is_waited_for_and_nothing_is_lost() {
-        let channels: SharedChannels = Arc::new(MemoryChannels::new());
-        let id = channels
-            .create(ChannelSettings::default().id("news"))
-            .await
-            .unwrap();
-        let events = channels.subscribe(&id, None).await.unwrap();
-        let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
-        let body = SseBody::new(events, None, 2500, metrics, None);
+        let (channels, id, body) = news_stream().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
@@ -339,14 +338,7 @@ mod tests {
     /// stream ends, rather than hang or raise a signal.
     #[tokio::test]
     async fn a_client_gone_mid_stream_ends_it() {
-        let channels: SharedChannels = Arc::new(MemoryChannels::new());
-        let id = channels
-            .create(ChannelSettings::default().id("news"))
-            .await
-            .unwrap();
-        let events = channels.subscribe(&id, None).await.unwrap();
-        let metrics = Arc::new(Metrics::new(Arc::clone(&channels)));
-        let body = SseBody::new(events, None, 2500, metrics, None);
+        let (channels, id, body) = news_stream().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
