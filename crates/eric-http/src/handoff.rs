@@ -9,7 +9,9 @@
 //! there itself. Each event is then one write from the stream's task, where hyper's
 //! connection task went through its dispatcher, its encoder, its write queue and a
 //! flush per event (about 2,000 of ~4,900 instructions per delivered event,
-//! docs/BENCHMARKS.md), and an idle stream holds no hyper connection state.
+//! docs/BENCHMARKS.md), and an idle stream holds no hyper connection state. On a plain
+//! TCP socket that write is one `send`, straight to it (`transport::Transport`); a full socket
+//! is waited for through tokio.
 //!
 //! HTTP/2 streams share their connection with other streams, and a router mounted in
 //! another axum application has no connection of eric's: both get the stream as the
