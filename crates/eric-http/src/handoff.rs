@@ -264,6 +264,36 @@ mod tests {
         (channels, id, body)
     }
 
+    /// A loopback connection: the server's end, then the client's, whose receive
+    /// buffer is `recv_buffer` bytes if given.
+    async fn loopback(recv_buffer: Option<u32>) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    /// Broadcasts `count` events "count" to channel `id`, the `n`th's data `"<n>
+    /// xxx…"` (2,000 bytes of padding, so that a few fill a socket's buffers), letting
+    /// the writer run after each.
+    async fn broadcast_padded_counts(channels: &SharedChannels, id: &str, count: u32) {
+        let padding = "x".repeat(2000);
+        for n in 0..count {
+            channels
+                .broadcast(id, Message::new("count", format!("{n} {padding}")))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A socket that takes a few bytes per write: every write of the buffer goes out in
     /// parts, and the client still reads every event whole, in order, once.
     #[tokio::test]
@@ -301,23 +331,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_socket_is_waited_for_and_nothing_is_lost() {
         let (channels, id, body) = news_stream().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = socket
-            .connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, mut client) = loopback(Some(4096)).await;
         let writer = tokio::spawn(StreamWriter::new(server, body));
         // ~4 MiB of events: far more than both kernel buffers hold.
-        let padding = "x".repeat(2000);
-        for n in 0..2000 {
-            channels
-                .broadcast(&id, Message::new("count", format!("{n} {padding}")))
-                .await
-                .unwrap();
-        }
+        broadcast_padded_counts(&channels, &id, 2000).await;
         channels.remove(&id).await.unwrap();
         let mut text = String::new();
         client.read_to_string(&mut text).await.unwrap();
@@ -341,24 +358,13 @@ mod tests {
     #[tokio::test]
     async fn a_client_gone_mid_stream_ends_it() {
         let (channels, id, body) = news_stream().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, client) = loopback(None).await;
         let writer = tokio::spawn(StreamWriter::new(server, body));
         // Closed with data unread (the stream's preamble): the kernel resets the
         // connection.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(client);
-        let padding = "x".repeat(2000);
-        for n in 0..100 {
-            channels
-                .broadcast(&id, Message::new("count", format!("{n} {padding}")))
-                .await
-                .unwrap();
-            tokio::task::yield_now().await;
-        }
+        broadcast_padded_counts(&channels, &id, 100).await;
         // Whichever saw it first, the send (an error) or the read side (the client
         // gone), the writer ends: it does not write on into a dead socket.
         let ended = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
