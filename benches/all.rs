@@ -47,7 +47,7 @@ const RUNS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     (
-        "eric-http: CPU per event beside axum + broadcast (1,000 streams; 100 and 1,000 broadcasts/s; --write-delay)",
+        "eric-http: CPU per event beside axum + broadcast (1,000 streams; 100 and 1,000 broadcasts/s; pipelined; --write-delay)",
         &["bench", "-p", "eric-http", "--bench", "load"],
         &["write-delay"],
     ),

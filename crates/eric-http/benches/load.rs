@@ -9,7 +9,7 @@
 //! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck|h2]` (`flood`: 10,000
 //! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
 //! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
-//! `-- write-delay` ([`write_delay`]); `-- instructions` (callgrind, [`instructions`]);
+//! `-- write-delay` ([`write_delay`]); `-- pipelined` (its saturation row alone); `-- instructions` (callgrind, [`instructions`]);
 //! `ERIC_LOAD_SECONDS=N` runs each load N seconds (to profile a server);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
@@ -29,6 +29,8 @@ mod generator;
 mod instructions;
 #[path = "load/latency.rs"]
 mod latency;
+#[path = "load/pipeline.rs"]
+mod pipeline;
 #[path = "load/roles.rs"]
 mod roles;
 #[path = "load/server.rs"]
@@ -132,6 +134,12 @@ fn main() {
     if std::env::args().any(|a| a == "instructions") {
         let mut summary = Vec::new();
         instructions::bench(&rt, &mut summary);
+        return print_summary(&summary);
+    }
+    if std::env::args().any(|a| a == "pipelined") {
+        // The pipelined row of `write-delay` alone (to profile a server at saturation).
+        let mut summary = Vec::new();
+        write_delay::pipelined(&rt, seconds, &mut summary);
         return print_summary(&summary);
     }
     if std::env::args().any(|a| a == "write-delay") {

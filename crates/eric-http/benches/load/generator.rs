@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::pipeline::{self, Publish};
 use super::{Server, allocator, latency};
 
 /// A client that sends `GET path` to the server at `base` and never reads: a 4 KiB
@@ -47,6 +48,9 @@ pub(crate) struct Tally {
     pub(crate) received: u64,
     pub(crate) out_of_order: u64,
     pub(crate) latencies_us: Vec<u64>,
+    /// The chunks the stream's body arrived in: HTTP/1.1 chunks (a read may hold
+    /// several; the client hands each on alone).
+    pub(crate) chunks: u64,
 }
 
 pub(crate) struct Outcome {
@@ -57,6 +61,9 @@ pub(crate) struct Outcome {
     pub(crate) percentiles: Vec<(f64, f64)>,
     pub(crate) lost: u64,
     pub(crate) out_of_order: u64,
+    /// Events received per body chunk, over all streams: how many the server put into
+    /// each chunk of its body, each of which costs the client a round of decoding.
+    pub(crate) events_per_chunk: f64,
     pub(crate) cpu_percent: f64,
     /// The user-space part of `cpu_percent`.
     pub(crate) user_cpu_percent: f64,
@@ -81,6 +88,17 @@ pub(crate) enum Wire {
     H2c(usize),
 }
 
+/// How the publisher sends a run's `rate × seconds` broadcasts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Pacing {
+    /// At `rate` per second, each after the last one's answer: past what the server
+    /// delivers, a lockstep.
+    Fixed,
+    /// All of them back to back on one pipelined connection, answers read beside
+    /// ([`pipeline`]): streams fall behind.
+    Pipelined,
+}
+
 pub(crate) async fn run(
     server: &Server,
     streams: usize,
@@ -99,6 +117,18 @@ pub(crate) async fn run_over(
     stuck: bool,
     wire: Wire,
 ) -> Outcome {
+    run_paced(server, streams, rate, seconds, stuck, wire, Pacing::Fixed).await
+}
+
+pub(crate) async fn run_paced(
+    server: &Server,
+    streams: usize,
+    rate: u64,
+    seconds: u64,
+    stuck: bool,
+    wire: Wire,
+    pacing: Pacing,
+) -> Outcome {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -114,34 +144,31 @@ pub(crate) async fn run_over(
             })
             .collect(),
     };
-    let (channel, stream_url, publish): (
-        String,
-        String,
-        Box<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>,
-    ) = if server.kind.starts_with("eric") {
+    let (channel, stream_url, publish) = if server.kind.starts_with("eric") {
         let created = json(http.put(format!("{}/create", server.base))).await;
         let channel = created["channel_id"].as_str().unwrap().to_owned();
-        let url = format!("{}/broadcast?channel_id={channel}", server.base);
-        let http = http.clone();
         (
             channel.clone(),
             // eric-api has no subscribe-and-stream: each stream subscribes first, below.
             format!("{}/channels/{channel}/events", server.base),
-            Box::new(move |seq| {
-                http.post(&url)
-                    .json(&json!({"type": "load", "payload": {"seq": seq, "sent_us": now_us()}}))
-            }),
+            Publish {
+                path: format!("/broadcast?channel_id={channel}"),
+                content_type: "application/json",
+                body: Box::new(|seq| {
+                    json!({"type": "load", "payload": {"seq": seq, "sent_us": now_us()}})
+                        .to_string()
+                }),
+            },
         )
     } else {
-        let url = format!("{}/publish", server.base);
-        let http = http.clone();
         (
             String::new(),
             format!("{}/events", server.base),
-            Box::new(move |seq| {
-                http.post(&url)
-                    .body(json!({"seq": seq, "sent_us": now_us()}).to_string())
-            }),
+            Publish {
+                path: "/publish".to_owned(),
+                content_type: "text/plain",
+                body: Box::new(|seq| json!({"seq": seq, "sent_us": now_us()}).to_string()),
+            },
         )
     };
 
@@ -180,7 +207,14 @@ pub(crate) async fn run_over(
         let response = reader_http.get(&url).send().await.unwrap();
         let tallies = Arc::clone(&tallies);
         readers.push(tokio::spawn(async move {
-            let mut events = response.bytes_stream().eventsource();
+            let chunks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = Arc::clone(&chunks);
+            let mut events = response
+                .bytes_stream()
+                .inspect(move |_| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+                .eventsource();
             let mut tally = Tally::default();
             let mut last: Option<u64> = None;
             while tally.received < total {
@@ -204,6 +238,7 @@ pub(crate) async fn run_over(
                 tally.received += 1;
                 tally.latencies_us.push(now_us().saturating_sub(sent));
             }
+            tally.chunks = chunks.load(std::sync::atomic::Ordering::Relaxed);
             tallies.lock().await.push(tally);
         }));
     }
@@ -212,11 +247,27 @@ pub(crate) async fn run_over(
 
     server.zero_instructions();
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    for seq in 0..total {
-        let due = start + interval * seq as u32;
-        tokio::time::sleep_until(due.into()).await;
-        publish(seq).send().await.unwrap();
+    match pacing {
+        Pacing::Fixed => {
+            let url = format!("{}{}", server.base, publish.path);
+            let interval = Duration::from_secs_f64(1.0 / rate as f64);
+            for seq in 0..total {
+                let due = start + interval * seq as u32;
+                tokio::time::sleep_until(due.into()).await;
+                http.post(&url)
+                    .header("content-type", publish.content_type)
+                    .body((publish.body)(seq))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        Pacing::Pipelined => {
+            // Both servers hold that many unread per stream: none lags or is dropped.
+            assert!(total as usize <= super::roles::BACKLOG);
+            let refused = pipeline::publish_all(&server.base, publish, total).await;
+            assert_eq!(refused, 0, "{} refused broadcasts", server.kind);
+        }
     }
     for reader in readers {
         reader.await.unwrap();
@@ -246,6 +297,8 @@ pub(crate) async fn run_over(
         percentiles: latency::percentiles(&latencies),
         lost: total * streams as u64 - received,
         out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
+        events_per_chunk: received as f64
+            / tallies.iter().map(|t| t.chunks).sum::<u64>().max(1) as f64,
         cpu_percent: (cpu_after - cpu_before) / elapsed.as_secs_f64() * 100.0,
         user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
         bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,

@@ -13,7 +13,8 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `write_delay`: `HttpConfig::write_delay` ([`write_delay::delay`]).
+/// `write_delay`: `HttpConfig::write_delay` ([`write_delay::delay`]). Listeners hold
+/// [`BACKLOG`] unread, but in the soak (which runs every default).
 pub(crate) fn serve_eric(soak: bool, write_delay: bool) {
     let rt = runtime();
     rt.block_on(async {
@@ -23,7 +24,10 @@ pub(crate) fn serve_eric(soak: bool, write_delay: bool) {
         } else {
             eric_http::HttpConfig::default().keep_alive(None)
         };
-        let config = config.write_delay(write_delay.then(write_delay::delay));
+        let mut config = config.write_delay(write_delay.then(write_delay::delay));
+        if !soak {
+            config.capacity = Some(BACKLOG);
+        }
         let server = eric_http::HttpServer::bind("127.0.0.1:0", config)
             .await
             .unwrap();
@@ -31,6 +35,12 @@ pub(crate) fn serve_eric(soak: bool, write_delay: bool) {
         server.run_until(std::future::pending()).await.unwrap();
     });
 }
+
+/// How many broadcasts a stream of either server may have unread: more than a
+/// pipelined run publishes ([`super::generator::Pacing::Pipelined`]), so that no stream,
+/// however far behind, lags (the reference's receiver would skip events) or is dropped
+/// (eric's listener would be disconnected, past its default 1,024).
+pub(crate) const BACKLOG: usize = 1 << 16;
 
 /// The reference: the least an axum SSE fan-out server can be. `hyper_direct`: its
 /// connections served by hyper's HTTP/1.1 connection, as eric's are, instead of
@@ -44,7 +54,7 @@ pub(crate) fn serve_reference(hyper_direct: bool) {
 
     let rt = runtime();
     rt.block_on(async {
-        let (tx, _) = broadcast::channel::<bytes::Bytes>(4096);
+        let (tx, _) = broadcast::channel::<bytes::Bytes>(BACKLOG);
         let app = Router::new()
             .route(
                 "/events",
