@@ -12,6 +12,7 @@ use eric_prefabs::{SseEvent, sse_comment};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::deliveries::Deliveries;
 use crate::state::Metrics;
 
 /// The wire bytes of a stream: each event encoded with this connection's reconnection
@@ -150,25 +151,26 @@ impl SseBody {
 }
 
 impl SseBody {
-    /// An event on its way to the client: counted, keep-alive postponed; its bytes are
-    /// the event's encoding, which every stream of a broadcast shares (made once,
-    /// whatever the number of streams; see [`Emit`] for how each stream takes it).
+    /// An event on its way to the client: counted in `round`, keep-alive postponed; its
+    /// bytes are the event's encoding, which every stream of a broadcast shares (made
+    /// once, whatever the number of streams; see [`Emit`] for how each stream takes it).
     fn delivered<'e>(
         event: &'e SseEvent,
-        metrics: &Metrics,
+        round: &mut Deliveries,
         keep_alive: &mut Option<KeepAlive>,
     ) -> &'e Bytes {
-        metrics.delivered.inc();
-        // One reading of the clock serves the latency and the keep-alive.
-        let now = Instant::now();
-        if let Some(accepted) = event.accepted_at() {
-            let latency = now.into_std().saturating_duration_since(accepted);
-            metrics.delivery_latency.observe(latency);
-        }
+        round.add(event);
         if let Some(keep_alive) = keep_alive {
-            keep_alive.last_write = Some(now);
+            // The round's time serves the latency and the keep-alive.
+            keep_alive.last_write = Some(round.now());
         }
         event.encoded_without_retry()
+    }
+
+    /// Adds what `round` delivered to the server's metrics: once per round of polls,
+    /// however many events it had.
+    pub(crate) fn record(&self, round: &Deliveries) {
+        round.record(&self.metrics);
     }
 
     /// The last write of the stream: what is gathered, then `last`.
@@ -228,7 +230,10 @@ impl Stream for SseBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut chunk = None;
-        match std::task::ready!(self.poll_emit(cx, &mut chunk)) {
+        let mut round = Deliveries::default();
+        let emitted = self.poll_emit(cx, &mut chunk, &mut round);
+        self.record(&round);
+        match std::task::ready!(emitted) {
             Some(()) => Poll::Ready(chunk.map(Ok)),
             None => Poll::Ready(None),
         }
@@ -237,11 +242,13 @@ impl Stream for SseBody {
 
 impl SseBody {
     /// Puts what the stream has next into `out`: `Ready(Some(()))` once it put
-    /// something, `Ready(None)` at its end.
+    /// something, `Ready(None)` at its end. The events it delivers are counted in
+    /// `round`, which the caller records ([`SseBody::record`]) once it is done polling.
     pub(crate) fn poll_emit(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut impl Emit,
+        round: &mut Deliveries,
     ) -> Poll<Option<()>> {
         let this = self;
         if this.done {
@@ -270,7 +277,7 @@ impl SseBody {
         loop {
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let encoded = Self::delivered(&event, &this.metrics, &mut this.keep_alive);
+                    let encoded = Self::delivered(&event, round, &mut this.keep_alive);
                     let retry = (!std::mem::replace(&mut this.retry_sent, true))
                         .then(|| retry_field(this.retry_ms));
                     let Some(gathering) = &mut this.gathering else {
@@ -281,7 +288,7 @@ impl SseBody {
                         return Poll::Ready(Some(()));
                     };
                     if gathering.bytes.is_empty() {
-                        let due = Instant::now() + gathering.delay;
+                        let due = round.now() + gathering.delay;
                         gathering.due.as_mut().reset(due);
                     }
                     if let Some(retry) = retry {

@@ -26,6 +26,7 @@ use std::task::{Context, Poll, Wake, Waker, ready};
 use futures_util::task::AtomicWaker;
 use tokio::io::ReadBuf;
 
+use crate::deliveries::Deliveries;
 use crate::events::SseBody;
 use crate::transport::Transport;
 
@@ -52,9 +53,10 @@ impl Handoff {
 }
 
 /// The events a write gathers at most: what a stream that fell behind has ready goes
-/// out in one write (as hyper's write queue did), up to this many and
-/// [`GATHER_BYTES`].
-const GATHER_EVENTS: usize = 16;
+/// out in one write, up to this many and [`GATHER_BYTES`]. hyper's write queue takes 16;
+/// a stream far behind catches up in a quarter of the sends with 64, and copying them
+/// first delays the first of them by about a microsecond.
+const GATHER_EVENTS: usize = 64;
 const GATHER_BYTES: usize = 64 * 1024;
 
 /// A write buffer that grew past this (a burst gathered) is let go once written: an
@@ -122,9 +124,17 @@ impl<I: Transport> StreamWriter<I> {
     /// either (wakers registered as well); `Ready(false)`: it stopped at a limit, or
     /// the body ended.
     fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        // Counted once for the whole gathering, not per event.
+        let mut round = Deliveries::default();
+        let gathered = self.gather(cx, &mut round);
+        self.body.record(&round);
+        gathered
+    }
+
+    fn gather(&mut self, cx: &mut Context<'_>, round: &mut Deliveries) -> Poll<bool> {
         let mut gathered = 0;
         while gathered < GATHER_EVENTS && self.pending.len() < GATHER_BYTES {
-            match self.body.poll_emit(cx, &mut self.pending) {
+            match self.body.poll_emit(cx, &mut self.pending, round) {
                 Poll::Ready(Some(())) => gathered += 1,
                 Poll::Ready(None) => {
                     self.body_ended = true;

@@ -47,6 +47,7 @@ mod api;
 mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+mod deliveries;
 mod error;
 mod events;
 mod handoff;

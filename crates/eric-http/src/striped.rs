@@ -27,10 +27,10 @@ pub(crate) struct StripedCounter {
 }
 
 impl StripedCounter {
-    /// Adds one.
+    /// Adds `n`.
     #[inline]
-    pub(crate) fn inc(&self) {
-        self.counts.local().fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn inc_by(&self, n: u64) {
+        self.counts.local().fetch_add(n, Ordering::Relaxed);
     }
 
     /// The total so far.
@@ -63,7 +63,7 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let counter = counter.clone();
-                std::thread::spawn(move || (0..1_000).for_each(|_| counter.inc()))
+                std::thread::spawn(move || (0..1_000).for_each(|_| counter.inc_by(1)))
             })
             .collect();
         threads
@@ -75,8 +75,8 @@ mod tests {
     #[test]
     fn it_encodes_as_a_counter() {
         let counter = StripedCounter::default();
-        counter.inc();
-        counter.inc();
+        counter.inc_by(1);
+        counter.inc_by(1);
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("delivered", "test", counter);
         let mut text = String::new();
