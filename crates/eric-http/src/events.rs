@@ -157,9 +157,10 @@ impl SseBody {
     fn delivered<'e>(
         event: &'e SseEvent,
         round: &mut Deliveries,
+        metrics: &Metrics,
         keep_alive: &mut Option<KeepAlive>,
     ) -> &'e Bytes {
-        round.add(event);
+        round.add(event, metrics);
         if let Some(keep_alive) = keep_alive {
             // The round's time serves the latency and the keep-alive.
             keep_alive.last_write = Some(round.now());
@@ -169,6 +170,7 @@ impl SseBody {
 
     /// Adds what `round` delivered to the server's metrics: once per round of polls,
     /// however many events it had.
+    #[inline]
     pub(crate) fn record(&self, round: &Deliveries) {
         round.record(&self.metrics);
     }
@@ -277,7 +279,8 @@ impl SseBody {
         loop {
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let encoded = Self::delivered(&event, round, &mut this.keep_alive);
+                    let encoded =
+                        Self::delivered(&event, round, &this.metrics, &mut this.keep_alive);
                     let retry = (!std::mem::replace(&mut this.retry_sent, true))
                         .then(|| retry_field(this.retry_ms));
                     let Some(gathering) = &mut this.gathering else {
