@@ -6,7 +6,8 @@
 //! adds per event (perf: a sixth of the server's time at saturation, more than the
 //! copies); a round reads the clock once (its events are written together) and adds to
 //! each count once (the latencies once per bucket they fall in, [`LatencyRun`]). A
-//! round of one event costs what counting it alone did.
+//! round's first event is counted at once, as it was alone: a round of one costs only
+//! the round's own plumbing (~30 instructions, callgrind).
 
 use eric_prefabs::SseEvent;
 use tokio::time::Instant;
