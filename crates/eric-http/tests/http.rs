@@ -404,6 +404,25 @@ async fn shutdown_ends_streams_without_a_closing_event_and_waits_for_them() {
     assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
 }
 
+/// Found by a flaky restart test: a client that connects and has not sent a byte when
+/// the server stops (a browser's preconnect, an HTTP client's pool) does not hold the
+/// shutdown until it would have timed out. Here that would be a minute.
+#[tokio::test]
+async fn a_connection_that_said_nothing_yet_does_not_hold_up_a_shutdown() {
+    let minute = Duration::from_secs(60);
+    let config = HttpConfig::default()
+        .header_read_timeout(minute)
+        .shutdown_timeout(minute);
+    let server = start(config).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Accepted: the server answers a request on a connection made after it.
+    assert_eq!(server.create().await.len(), 36);
+    // Within 15 s, or it panics: the silent connection would hold it for a minute.
+    server.shut_down().await;
+    drop(silent);
+}
+
 /// Found by hand (issue 19): a client library that sends `Content-Type:
 /// application/json` on every request creates a channel with an empty body; a body that
 /// is not what `PUT /create` takes is eric's JSON error, never axum's plain text.

@@ -84,6 +84,11 @@ where
 }
 
 impl Watcher {
+    /// Ready once the server stops (or is gone).
+    pub(super) async fn stopping(&mut self) {
+        let _ = self.0.changed().await;
+    }
+
     /// Runs `connection` until it is done, telling it to finish if the server stops
     /// meanwhile.
     pub(super) async fn until_done<C: Graceful>(

@@ -228,11 +228,19 @@ impl Servers {
 
     /// Tells what `tcp` speaks, then serves it in a task of its own (this one ends, so
     /// that what telling it apart took is not held for the connection's life).
-    async fn start(self: Arc<Self>, tcp: TcpStream, watcher: Watcher, open: Counted) {
+    ///
+    /// A connection that has not said what it speaks when the server stops is dropped
+    /// then: it has no request in flight, and waiting for its first bytes would hold
+    /// the shutdown for `first_bytes_within`. Clients open such connections ahead of
+    /// need (a browser's preconnect, an HTTP client's pool racing a new connection
+    /// against an idle one): one held every graceful restart for 10 s.
+    async fn start(self: Arc<Self>, tcp: TcpStream, mut watcher: Watcher, open: Counted) {
         #[cfg(feature = "tls")]
         if let Some(acceptor) = &self.tls {
-            let accepted =
-                tokio::time::timeout(self.first_bytes_within, acceptor.accept(tcp)).await;
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(self.first_bytes_within, acceptor.accept(tcp)) => accepted,
+                () = watcher.stopping() => return,
+            };
             let Ok(Ok(tls)) = accepted else {
                 tracing::trace!("TLS handshake failed or timed out");
                 return;
@@ -241,7 +249,11 @@ impl Servers {
             self.serve(tls, h2, watcher, open);
             return;
         }
-        let Some(h2) = speaks_h2(&tcp, self.first_bytes_within).await else {
+        let speaks = tokio::select! {
+            speaks = speaks_h2(&tcp, self.first_bytes_within) => speaks,
+            () = watcher.stopping() => return,
+        };
+        let Some(h2) = speaks else {
             return;
         };
         self.serve(tcp, h2, watcher, open);
