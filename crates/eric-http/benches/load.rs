@@ -9,7 +9,8 @@
 //! `cargo bench -p eric-http --bench load [-- quick] [flood|stuck|h2]` (`flood`: 10,000
 //! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
 //! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
-//! `-- write-delay` ([`write_delay`]); `-- pipelined` (its saturation row alone); `-- instructions` (callgrind, [`instructions`]);
+//! `-- write-delay` ([`write_delay`]); `-- pipelined` (its saturation row alone);
+//! `-- instructions` (callgrind, [`instructions`]);
 //! `ERIC_LOAD_SECONDS=N` runs each load N seconds (to profile a server);
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
@@ -17,7 +18,7 @@
 
 const ROLE: &str = "ERIC_LOAD_ROLE";
 
-use generator::{Outcome, Wire, never_reading_client, run, run_over};
+use generator::{Outcome, Pacing, Wire, never_reading_client, run, run_over};
 use roles::{serve_eric, serve_reference};
 use server::{Server, label};
 
@@ -212,7 +213,15 @@ fn main() {
             let mut reference = None;
             for wire in [Wire::Http1, Wire::H2c(10)] {
                 let server = Server::start("eric");
-                let o = rt.block_on(run_over(&server, streams, rate, seconds, false, wire));
+                let o = rt.block_on(run_over(
+                    &server,
+                    streams,
+                    rate,
+                    seconds,
+                    false,
+                    wire,
+                    Pacing::Fixed,
+                ));
                 let label = match wire {
                     Wire::Http1 => "eric, HTTP/1.1 (1,000 connections)".to_owned(),
                     Wire::H2c(c) => {

@@ -106,21 +106,19 @@ pub(crate) async fn run(
     seconds: u64,
     stuck: bool,
 ) -> Outcome {
-    run_over(server, streams, rate, seconds, stuck, Wire::Http1).await
+    run_over(
+        server,
+        streams,
+        rate,
+        seconds,
+        stuck,
+        Wire::Http1,
+        Pacing::Fixed,
+    )
+    .await
 }
 
 pub(crate) async fn run_over(
-    server: &Server,
-    streams: usize,
-    rate: u64,
-    seconds: u64,
-    stuck: bool,
-    wire: Wire,
-) -> Outcome {
-    run_paced(server, streams, rate, seconds, stuck, wire, Pacing::Fixed).await
-}
-
-pub(crate) async fn run_paced(
     server: &Server,
     streams: usize,
     rate: u64,

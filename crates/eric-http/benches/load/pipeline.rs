@@ -62,9 +62,7 @@ pub(crate) async fn publish_all(base: &str, publish: Publish, total: u64) -> u64
         write.write_all(body.as_bytes()).await.unwrap();
     }
     write.flush().await.unwrap();
-    let refused = answers.await.unwrap();
-    drop(write);
-    refused
+    answers.await.unwrap()
 }
 
 /// The status and whole length of the first answer in `buf`, once it is all there.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::generator::{Pacing, Wire, run_paced};
+use super::generator::{Pacing, Wire, run_over};
 use super::{Outcome, Server, label, print_row};
 
 /// The delay measured, in milliseconds (the child server reads it from this variable).
@@ -70,7 +70,7 @@ fn shape(
     let mut outcomes = Vec::new();
     for &kind in kinds {
         let server = Server::start(kind);
-        let o = rt.block_on(run_paced(
+        let o = rt.block_on(run_over(
             &server,
             STREAMS,
             rate,

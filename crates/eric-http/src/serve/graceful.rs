@@ -95,7 +95,7 @@ impl Watcher {
         &mut self,
         connection: &mut C,
     ) -> Result<(), hyper::Error> {
-        let mut stopping = pin!(self.0.changed());
+        let mut stopping = pin!(self.stopping());
         let mut told = false;
         poll_fn(|cx| {
             // A dropped `Shutdown` (the server gone) is an order to stop too.
