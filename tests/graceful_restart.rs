@@ -90,3 +90,19 @@ async fn in_a_rolling_deploy_a_client_moving_to_another_process_misses_nothing()
     assert_eq!(expect_broadcast(&mut moved, 3).await, next_id);
     assert_eq!(expect_broadcast(&mut on_b, 3).await, next_id);
 }
+
+/// A supervisor may stop the server the moment it says it listens (a deploy rolled
+/// back, a health check that gave up): the signal handlers are in place by then, so
+/// that SIGTERM still stops it gracefully rather than killing it.
+#[test]
+fn a_sigterm_as_soon_as_it_listens_stops_it_gracefully() {
+    for _ in 0..5 {
+        let mut server = EricServe::start(&[]);
+        let (exited, took) = server.terminate();
+        assert!(
+            exited,
+            "eric serve was killed by a SIGTERM sent as it listened"
+        );
+        assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    }
+}

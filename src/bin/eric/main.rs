@@ -373,9 +373,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let server =
                 eric::http::HttpServer::bind_with_channels(&addr, config, channels).await?;
             let addr = server.local_addr()?;
+            let stop = shutdown_signal()?;
             tracing::info!(%addr, kept = backend.kept(), "eric serve started");
             println!("eric listening on {scheme}://{addr}{}", backend.kept());
-            server.run_until(shutdown_signal()).await?;
+            server.run_until(stop).await?;
             println!("eric stopped");
             Ok(())
         }
@@ -404,12 +405,13 @@ async fn socket(command: SocketCommand) -> Result<(), Box<dyn std::error::Error>
                 .request_timeout(Duration::from_millis(request_timeout_ms));
             let channels = backend.channels().await?;
             let server = SocketServer::bind_with_channels(&path, config, channels).await?;
+            let stop = shutdown_signal()?;
             eprintln!(
                 "eric socket server listening on {}{}",
                 path.display(),
                 backend.kept()
             );
-            server.run_until(shutdown_signal()).await?;
+            server.run_until(stop).await?;
             eprintln!("eric socket server stopped");
         }
         SocketCommand::Create { path } => println!("{}", client(&path).create_channel().await?),
@@ -476,20 +478,22 @@ async fn print_lines(
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Installs the SIGINT and SIGTERM handlers now, and returns what completes on either.
+///
+/// Called before the server says it listens: a handler installed at the future's
+/// first poll left a window (the router's set-up, or a main thread the OS had not yet
+/// run again) in which a supervisor's SIGTERM, sent as soon as it read that line,
+/// killed the process instead of stopping it.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    })
 }
 
 async fn demo(listeners: usize, messages: usize) -> Result<(), Box<dyn std::error::Error>> {
