@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 use super::pipeline::{self, Publish};
 use super::{Server, allocator, latency};
@@ -182,7 +181,11 @@ pub(crate) async fn run_over(
             .unwrap();
     }
     let (_, _, rss_before) = server.usage();
-    let tallies = Arc::new(Mutex::new(Vec::new()));
+    // Each reader sends its tally once it has read everything, then holds its stream
+    // open until `release`: so that what the server counts while they finish (CPU,
+    // callgrind's instructions) is the events' cost, not the streams' teardown.
+    let (tally_tx, mut tally_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
     let total = rate * seconds;
     let mut readers = Vec::with_capacity(streams);
     for n in 0..streams {
@@ -203,7 +206,7 @@ pub(crate) async fn run_over(
             stream_url.clone()
         };
         let response = reader_http.get(&url).send().await.unwrap();
-        let tallies = Arc::clone(&tallies);
+        let (tally_tx, mut released) = (tally_tx.clone(), released.clone());
         readers.push(tokio::spawn(async move {
             let chunks = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let counted = Arc::clone(&chunks);
@@ -237,7 +240,9 @@ pub(crate) async fn run_over(
                 tally.latencies_us.push(now_us().saturating_sub(sent));
             }
             tally.chunks = chunks.load(std::sync::atomic::Ordering::Relaxed);
-            tallies.lock().await.push(tally);
+            let _ = tally_tx.send(tally);
+            let _ = released.wait_for(|&go| go).await;
+            drop(events);
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -267,14 +272,19 @@ pub(crate) async fn run_over(
             assert_eq!(refused, 0, "{} refused broadcasts", server.kind);
         }
     }
-    for reader in readers {
-        reader.await.unwrap();
+    drop(tally_tx);
+    let mut tallies = Vec::with_capacity(streams);
+    while tallies.len() < streams {
+        tallies.push(tally_rx.recv().await.expect("every reader sends its tally"));
     }
     let elapsed = start.elapsed();
     let instructions = server.instructions();
-    drop(stuck_client);
     let (cpu_after, user_after, _) = server.usage();
-    let tallies = tallies.lock().await;
+    release.send_replace(true);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    drop(stuck_client);
     let received: u64 = tallies.iter().map(|t| t.received).sum();
     let mut latencies: Vec<u64> = tallies
         .iter()
