@@ -6,7 +6,8 @@
 //! the gate, CORS) and writes the head, with an empty body; the connection then ends as
 //! far as hyper is concerned, and eric takes its socket back (hyper's
 //! `poll_without_shutdown` and `into_parts`, made for upgrades) and writes the stream
-//! there itself. Each event is then one write from the stream's task, where hyper's
+//! there itself (`serve/writers.rs` runs the writers: a few tasks for all the
+//! streams). Each event is then one write from the stream's writer, where hyper's
 //! connection task went through its dispatcher, its encoder, its write queue and a
 //! flush per event (about 2,000 of ~4,900 instructions per delivered event,
 //! docs/BENCHMARKS.md), and an idle stream holds no hyper connection state. On a plain

@@ -32,10 +32,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 mod graceful;
+mod writers;
 
 use crate::handoff::{Handoff, StreamWriter};
 use crate::transport::Transport;
 use graceful::{Shutdown, Watcher};
+use writers::Writers;
 
 use crate::error::Error;
 use prometheus_client::metrics::gauge::Gauge;
@@ -192,6 +194,8 @@ struct Servers {
     /// preface) or, over HTTP/1.1, to send its request head.
     first_bytes_within: Duration,
     metrics: Arc<Metrics>,
+    /// What writes the streams the HTTP/1.x connections hand over.
+    writers: Writers,
 }
 
 /// The HTTP/2 connection preface (RFC 9113, 3.4): what a client with prior knowledge
@@ -223,6 +227,7 @@ impl Servers {
                 .map(|tls| tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server))),
             first_bytes_within: config.header_read_timeout,
             metrics,
+            writers: Writers::default(),
         }
     }
 
@@ -280,7 +285,14 @@ impl Servers {
             };
             // Boxed, so that its memory goes when hyper is done and a stream goes on.
             let connection = Box::new(self.http1.serve_connection(TokioIo::new(io), app));
-            tokio::spawn(serve_http1(connection, handoff, watcher, (open, protocol)));
+            let writers = self.writers.clone();
+            tokio::spawn(serve_http1(
+                connection,
+                handoff,
+                writers,
+                watcher,
+                (open, protocol),
+            ));
         }
     }
 
@@ -313,11 +325,13 @@ async fn serve_http2<C: graceful::Graceful>(
 }
 
 /// Serves an HTTP/1.x connection: hyper, until it is done with it; then, if its last
-/// request opened a stream, eric writes the stream to the socket (`handoff`). Holds
-/// `counted` (its gauges) and `watcher` until the end of both.
+/// request opened a stream, eric writes the stream to the socket (`handoff`), in one of
+/// the `writers`' groups. Holds `counted` (its gauges) and `watcher` until the end of
+/// both.
 async fn serve_http1<I>(
     mut connection: Box<http1::Connection<TokioIo<I>, App>>,
     handoff: Handoff,
+    writers: Writers,
     mut watcher: Watcher,
     counted: (Counted, Counted),
 ) where
@@ -330,15 +344,19 @@ async fn serve_http1<I>(
     let mut io = connection.into_parts().io.into_inner();
     let body = handoff.take();
     drop(handoff); // Its slot's memory, for as long as the stream lasts.
-    let ended = match body {
-        Some(body) => StreamWriter::new(io, body).await,
+    let Some(body) = body else {
         // Done without a stream: shut down what hyper left open.
-        None => std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await,
+        let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+        drop((watcher, counted));
+        return;
     };
-    if let Err(e) = ended {
-        tracing::trace!(error = %e, "stream ended with an error");
-    }
-    drop((watcher, counted));
+    // This task ends here; the stream goes on in its group.
+    writers.run(async move {
+        if let Err(e) = StreamWriter::new(io, body).await {
+            tracing::trace!(error = %e, "stream ended with an error");
+        }
+        drop((watcher, counted));
+    });
 }
 
 /// Whether a cleartext connection opens with the HTTP/2 preface (`None`: it said
