@@ -60,6 +60,13 @@ impl Handoff {
 const GATHER_EVENTS: usize = 64;
 const GATHER_BYTES: usize = 64 * 1024;
 
+/// Gathered writes per poll at most, and reads of what a client sends: then the writer
+/// wakes itself and lets the others of its group go first. Its group runs writers
+/// outside tokio's cooperative budget (`serve/writers.rs`), so that one writer's work
+/// does not spend the others'; these bounds are the budget, per writer.
+const ROUNDS_PER_POLL: usize = 8;
+const READS_PER_POLL: usize = 16;
+
 /// A write buffer that grew past this (a burst gathered) is let go once written: an
 /// idle stream keeps at most this much.
 const KEEP_BUFFER: usize = 4 * 1024;
@@ -205,15 +212,19 @@ impl<I: Transport> StreamWriter<I> {
         }
         let mut read_cx = Context::from_waker(&self.read_waker);
         let mut scratch = [0u8; 256];
-        loop {
+        for _ in 0..READS_PER_POLL {
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut self.io).poll_read(&mut read_cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        // A client that keeps sending: read on at the next poll, the others first.
+        self.readable.raised.store(true, Ordering::Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -227,15 +238,22 @@ impl<I: Transport> Future for StreamWriter<I> {
         // poll of the body per event, ~1/6 of its cost). Only within this poll: a
         // later one may have been woken by the body.
         let mut body_waits = false;
+        let mut rounds = 0;
         loop {
             ready!(this.poll_write_pending(cx))?;
             if this.body_ended {
                 return Pin::new(&mut this.io).poll_shutdown(cx);
             }
             if !body_waits {
+                if rounds == ROUNDS_PER_POLL {
+                    // A long backlog: the group's other streams go first.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 match this.poll_gather(cx) {
                     Poll::Ready(waits) => {
                         body_waits = waits;
+                        rounds += 1;
                         continue;
                     }
                     Poll::Pending => {}
@@ -253,7 +271,7 @@ impl<I: Transport> Future for StreamWriter<I> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use eric_core::Message;
     use eric_persistence::{ChannelSettings, MemoryChannels, SharedChannels};
@@ -380,5 +398,32 @@ mod tests {
         // gone), the writer ends: it does not write on into a dead socket.
         let ended = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
         assert!(ended.is_ok(), "the writer still runs");
+    }
+
+    /// A client that sends far more than a writer reads per poll, then leaves: the
+    /// writer reads it all over several polls, delivers events meanwhile, and sees the
+    /// client go.
+    #[tokio::test]
+    async fn a_client_sending_more_than_a_poll_reads_is_still_read_to_its_end() {
+        use tokio::io::AsyncWriteExt;
+        let (channels, id, body) = news_stream().await;
+        let (server, mut client) = loopback(None).await;
+        let writer = tokio::spawn(StreamWriter::new(server, body));
+        let junk = vec![b'x'; 64 * READS_PER_POLL * 256];
+        client.write_all(&junk).await.unwrap();
+        broadcast_padded_counts(&channels, &id, 3).await;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("2 xxxx") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut buf))
+                .await
+                .expect("the events come while the junk is read")
+                .unwrap();
+            assert!(n > 0, "the stream ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        client.shutdown().await.unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+        assert!(ended.is_ok(), "the writer did not see its client go");
     }
 }

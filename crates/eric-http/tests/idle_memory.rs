@@ -1,6 +1,6 @@
-//! What an idle stream costs the server in heap, counted exactly: at most 2.75 KiB in
-//! all (the connection task and the socket's registration, the stream's writer and its
-//! keep-alive timer, the listener and its stream), none of it a connection buffer of
+//! What an idle stream costs the server in heap, counted exactly: at most 2 KiB in
+//! all (the socket's registration, the stream's writer in its group and its keep-alive
+//! timer, the listener and its stream), none of it a connection buffer of
 //! hyper's (hyper is done with an HTTP/1.x connection once it has written the stream's
 //! head: `handoff.rs`), and all of it given back when the clients go. Resident memory,
 //! which depends on the allocator, is measured by `cargo bench -p eric-http --bench
@@ -65,14 +65,16 @@ fn heap() -> [isize; 2] {
 static ALLOCATOR: Counting = Counting;
 
 const STREAMS: usize = 300;
-/// Measured at 2.5 KiB, the stream's first write (its `retry`) done and its keep-alive
-/// timer set, as every stream is from its start. Until 2026-12-03 hyper wrote every
+/// Measured at 1,528 B, the stream's first write (its `retry`) done and its keep-alive
+/// timer set, as every stream is from its start. Until 2026-12-04 (`serve/writers.rs`)
+/// the connection's task went on as the stream's writer, its cell sized for hyper's
+/// states: 2,272 B then, and this bound was 2.75 KiB. Until 2026-12-03 hyper wrote every
 /// stream, and an idle one held hyper's two connection buffers (read, and response
 /// head: 8 KiB each) and 2.8 KiB besides (hyper's per-connection state and write
 /// queue among them): 19 KiB in all. The connection task holding its connection twice
 /// (an async block around it) added 0.8 KiB when it happened; the handoff's slot, when
 /// the connection task kept it for the stream's life, 0.2 KiB (it is dropped now).
-const PER_STREAM: isize = 2816;
+const PER_STREAM: isize = 2048;
 
 /// Opens `STREAMS` EventSource-like connections with plain blocking sockets (no heap
 /// of their own) and returns once each has its response head.
@@ -115,8 +117,8 @@ async fn settled_heap() -> [isize; 2] {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_stream_holds_at_most_2_75_kib_of_heap_and_no_connection_buffer_until_its_client_goes()
- {
+async fn an_idle_stream_holds_at_most_2_kib_of_heap_and_no_connection_buffer_until_its_client_goes()
+{
     let server = support::start(HttpConfig::default()).await;
     let channel = server.create().await;
     let addr = server.base.trim_start_matches("http://").to_owned();

@@ -8,13 +8,15 @@
 //! a flag and a queue of its own, and one tokio wake for the group. Each group is a
 //! tokio task, so the groups spread over the worker threads.
 //!
-//! The writers keep tokio's cooperative budget (each `send` and each read of the socket
-//! counts in it, the group's budget being theirs): a stream with a long backlog, or a
-//! client that sends bytes without end, still lets the group's other streams and the
-//! thread's other tasks run. A writer whose group ran out of budget waits until its
-//! thread has run its other tasks, as a task would. There are four groups per thread,
-//! so that at one event per stream a group's budget (128 sends) covers a broadcast to
-//! 1,000 streams on two threads.
+//! Each writer has a budget of its own rather than a share of its group's tokio budget
+//! (which ran out after 128 sends: the rest of a busy group's writers were polled for
+//! nothing and put off, costing a third more CPU per event at saturation). A writer
+//! runs outside tokio's budget (`unconstrained`) and bounds itself: a few gathered
+//! writes and reads of what its client sends per poll (`handoff.rs`), then it wakes
+//! itself and the group's others go first; a group yields to its thread's other tasks
+//! once it has polled as many writers as it holds (`FuturesUnordered`'s rule). So a
+//! stream with a long backlog, or a client that sends bytes without end, still lets the
+//! others run. There are four groups per thread.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -73,7 +75,9 @@ async fn run_group(mut incoming: mpsc::UnboundedReceiver<Writer>) {
             biased;
             writer = incoming.recv(), if open => match writer {
                 // A panic ends its own stream, not the group's others.
-                Some(writer) => writers.push(AssertUnwindSafe(writer).catch_unwind()),
+                Some(writer) => writers.push(tokio::task::unconstrained(
+                    AssertUnwindSafe(writer).catch_unwind(),
+                )),
                 None => open = false,
             },
             Some(ended) = writers.next(), if !writers.is_empty() => {
