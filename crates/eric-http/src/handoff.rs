@@ -162,10 +162,9 @@ impl<I: Transport> StreamWriter<I> {
         }
         while self.written < self.pending.len() {
             let unwritten = &self.pending[self.written..];
-            let written = match self.send_now(cx, unwritten) {
-                Poll::Ready(Some(sent)) => sent?,
-                Poll::Ready(None) => ready!(Pin::new(&mut self.io).poll_write(cx, unwritten))?,
-                Poll::Pending => return Poll::Pending,
+            let written = match self.send_now(unwritten) {
+                Some(sent) => sent?,
+                None => ready!(Pin::new(&mut self.io).poll_write(cx, unwritten))?,
             };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -181,23 +180,18 @@ impl<I: Transport> StreamWriter<I> {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends `buf` straight to the socket ([`Transport::send_now`]): `Ready(None)` if it
-    /// cannot (no socket of its own, or a full one: `poll_write` then waits for room).
-    /// Counted in tokio's budget as the `poll_write` it stands for, so that a stream
-    /// with a long backlog still lets the other tasks of its thread run.
-    fn send_now(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Option<io::Result<usize>>> {
-        let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let sent = loop {
+    /// Sends `buf` straight to the socket ([`Transport::send_now`]): `None` if it cannot
+    /// (no socket of its own, or a full one: `poll_write` then waits for room). Not
+    /// counted in tokio's budget: writers run outside it, and a stream with a long
+    /// backlog yields after [`ROUNDS_PER_POLL`] writes instead.
+    fn send_now(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        loop {
             match self.io.send_now(buf) {
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(None),
-                sent => break sent,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                sent => return sent,
             }
-        };
-        if let Some(Ok(_)) = sent {
-            coop.made_progress();
         }
-        Poll::Ready(sent)
     }
 
     /// Whether the client went away: its end of the connection closed (or failed).
