@@ -12,6 +12,8 @@
 //! `-- write-delay` ([`write_delay`]); `-- pipelined` (its saturation row alone);
 //! `-- instructions` (callgrind, [`instructions`]);
 //! `ERIC_LOAD_SECONDS=N` runs each load N seconds (to profile a server);
+//! `ERIC_LOAD_ROUNDS=N`: `write-delay` and `pipelined` run each load N times, every
+//! server in turn, and summarize the median of each round's ratios;
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
