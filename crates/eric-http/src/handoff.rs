@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 
-use futures_util::task::AtomicWaker;
 use tokio::io::ReadBuf;
 
 use crate::deliveries::Deliveries;
@@ -88,6 +87,9 @@ pub(crate) struct StreamWriter<I> {
     readable: Arc<Readable>,
     /// `readable` as a waker, for the socket's read side.
     read_waker: Waker,
+    /// The waker last left in `readable.task`: left there again only when the task's
+    /// waker changes, which in a group of writers it never does.
+    task_waker: Option<Waker>,
 }
 
 /// A flag the socket's read side raises, waking the stream's task.
@@ -95,7 +97,16 @@ struct Readable {
     /// Raised when the socket may have something to read; at the start too, so that
     /// the first look registers the waker.
     raised: AtomicBool,
-    task: AtomicWaker,
+    /// The task's waker, kept when woken (unlike an `AtomicWaker`'s): the task
+    /// leaves it once, not at every poll, and a poll then reads only `raised`.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Readable {
+    fn task(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // A waker, replaced or not: whole either way.
+        self.task.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Wake for Readable {
@@ -104,9 +115,12 @@ impl Wake for Readable {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Raised before the task is woken: the task, polled, finds it up.
+        // Raised before the task's waker is read (under the lock the task left it
+        // under): either the task, polled, finds it up, or its waker is there to wake.
         self.raised.store(true, Ordering::Release);
-        self.task.wake();
+        if let Some(task) = &*self.task() {
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -114,7 +128,7 @@ impl<I: Transport> StreamWriter<I> {
     pub(crate) fn new(io: I, body: SseBody) -> Self {
         let readable = Arc::new(Readable {
             raised: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            task: Mutex::new(None),
         });
         StreamWriter {
             io,
@@ -124,6 +138,7 @@ impl<I: Transport> StreamWriter<I> {
             body_ended: false,
             read_waker: Waker::from(Arc::clone(&readable)),
             readable,
+            task_waker: None,
         }
     }
 
@@ -200,8 +215,19 @@ impl<I: Transport> StreamWriter<I> {
     /// it may have something (`readable`), under its own waker.
     fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // The task's waker first, then the flag: a raise in between wakes the task.
-        self.readable.task.register(cx.waker());
-        if !self.readable.raised.swap(false, Ordering::Acquire) {
+        if !self
+            .task_waker
+            .as_ref()
+            .is_some_and(|left| left.will_wake(cx.waker()))
+        {
+            let waker = cx.waker().clone();
+            *self.readable.task() = Some(waker.clone());
+            self.task_waker = Some(waker);
+        }
+        // Read before it is swapped: a swap writes, at every poll.
+        if !self.readable.raised.load(Ordering::Acquire)
+            || !self.readable.raised.swap(false, Ordering::Acquire)
+        {
             return Poll::Pending;
         }
         let mut read_cx = Context::from_waker(&self.read_waker);
@@ -419,5 +445,60 @@ mod tests {
         client.shutdown().await.unwrap();
         let ended = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
         assert!(ended.is_ok(), "the writer did not see its client go");
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `writer` with `waker`: it writes what it has and waits.
+    fn poll_until_pending(writer: &mut StreamWriter<tokio::net::TcpStream>, waker: &Waker) {
+        let mut cx = Context::from_waker(waker);
+        assert!(
+            Pin::new(&mut *writer).poll(&mut cx).is_pending(),
+            "the writer waits for more"
+        );
+    }
+
+    /// The read side keeps the task's waker rather than take it at every poll: a
+    /// writer polled under a new waker (moved to another task) is woken there, not at
+    /// the old one, when its client goes.
+    #[tokio::test]
+    async fn a_writer_polled_under_a_new_waker_is_woken_there_when_its_client_goes() {
+        let (_channels, _id, body) = news_stream().await;
+        let (server, client) = loopback(None).await;
+        let mut writer = StreamWriter::new(server, body);
+        let (first, second) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
+        poll_until_pending(&mut writer, &Waker::from(Arc::clone(&first)));
+        poll_until_pending(&mut writer, &Waker::from(Arc::clone(&second)));
+        let first_wakes = first.0.load(Ordering::SeqCst);
+        drop(client);
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while second.0.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the new waker is woken when the client goes");
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            first_wakes,
+            "the old one is not"
+        );
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            matches!(Pin::new(&mut writer).poll(&mut cx), Poll::Ready(_)),
+            "the writer ends: its client went"
+        );
     }
 }
