@@ -10,9 +10,10 @@
 //! streams; `stuck`: 999 readers with and without clients that never read; `h2`: 1,000
 //! streams over HTTP/1.1 and over h2c, 10 connections of 100 streams);
 //! `-- write-delay` ([`write_delay`]); `-- pipelined` (its saturation row alone);
+//! `-- paced` (its 100 broadcasts/s row alone);
 //! `-- instructions` (callgrind, [`instructions`]);
 //! `ERIC_LOAD_SECONDS=N` runs each load N seconds (to profile a server);
-//! `ERIC_LOAD_ROUNDS=N`: `write-delay` and `pipelined` run each load N times, every
+//! `ERIC_LOAD_ROUNDS=N`: `write-delay`, `pipelined` and `paced` run each load N times, every
 //! server in turn, and summarize the median of each round's ratios;
 //! `cargo bench -p eric-http --bench load -- soak [minutes]`: mixed load for a set time,
 //! the server's memory and open streams sampled, plotted to `docs/soak.svg`.
@@ -143,6 +144,13 @@ fn main() {
         // The pipelined row of `write-delay` alone (to profile a server at saturation).
         let mut summary = Vec::new();
         write_delay::pipelined(&rt, seconds, &mut summary);
+        return print_summary(&summary);
+    }
+    if std::env::args().any(|a| a == "paced") {
+        // The 100 broadcasts/s row of `write-delay` alone (to profile, or to compare
+        // builds on the row where user CPU is the goal).
+        let mut summary = Vec::new();
+        write_delay::paced(&rt, seconds, &mut summary);
         return print_summary(&summary);
     }
     if std::env::args().any(|a| a == "write-delay") {

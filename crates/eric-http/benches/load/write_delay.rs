@@ -38,17 +38,16 @@ pub(crate) fn bench(rt: &tokio::runtime::Runtime, seconds: u64, summary: &mut Ve
     // 100 broadcasts/s: one write per event per connection, the floor both servers
     // share; 1,000 offered: past what either server delivers, in lockstep (each
     // broadcast after the last one's answer).
-    shape(
-        rt,
-        100,
-        Pacing::Fixed,
-        &["reference", "eric"],
-        seconds,
-        summary,
-    );
+    paced(rt, seconds, summary);
     let kinds = ["reference", "eric", "eric-write-delay"];
     shape(rt, 1_000, Pacing::Fixed, &kinds, seconds, summary);
     pipelined(rt, seconds, summary);
+}
+
+/// 100 broadcasts/s: one write per event per connection.
+pub(crate) fn paced(rt: &tokio::runtime::Runtime, seconds: u64, summary: &mut Vec<String>) {
+    let kinds = ["reference", "eric"];
+    shape(rt, 100, Pacing::Fixed, &kinds, seconds, summary);
 }
 
 /// The same broadcasts as at 1,000 offered, pipelined, all at once: saturation, where
