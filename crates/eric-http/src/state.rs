@@ -98,8 +98,9 @@ pub struct HttpConfig {
     /// connection closed (default 10 s): connections still open then are dropped.
     pub shutdown_timeout: Duration,
     /// What happens to a listener over `capacity` (default
-    /// [`OverflowPolicy::Disconnect`]: its stream ends; an `EventSource` reconnects with
-    /// `Last-Event-ID` and resumes from the replay window).
+    /// [`OverflowPolicy::Disconnect`]: its stream ends with an `_eric_error` event; an
+    /// `EventSource` reconnects with `Last-Event-ID` and gets a `too_old` reset, then the
+    /// last `capacity` broadcasts: a listener is never further behind than that).
     pub overflow: OverflowPolicy,
 }
 

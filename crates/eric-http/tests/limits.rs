@@ -120,8 +120,6 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_get_everyt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_its_socket_is_disconnected() {
-    use tokio::io::AsyncWriteExt;
-
     let config = HttpConfig::default()
         .keep_alive(None)
         .capacity(64, OverflowPolicy::Disconnect);
@@ -131,16 +129,8 @@ async fn a_client_that_stops_reading_its_socket_is_disconnected() {
         .events(&format!("/channels/{channel}/events"), None)
         .await;
 
-    // A client with a small receive buffer that sends its request and never reads:
-    // once the kernel's and hyper's buffers are full, its stream stops being read.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr = server.base.trim_start_matches("http://").parse().unwrap();
-    let mut stuck = socket.connect(addr).await.unwrap();
-    stuck
-        .write_all(format!("GET /channels/{channel}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    // Once the kernel's and hyper's buffers are full, its stream stops being read.
+    let stuck = client_that_stops_reading(&server, &format!("/channels/{channel}/events")).await;
     server.eventually("eric_open_streams", 2).await;
 
     let reading = tokio::spawn(async move {
@@ -185,6 +175,123 @@ async fn a_client_that_stops_reading_its_socket_is_disconnected() {
     assert_eq!(received, sent + 1);
     assert_eq!(server.metric("eric_listeners").await, 1);
     drop((stuck, reader));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disconnected_for_overflowing_is_told_what_it_missed_when_it_comes_back() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+
+    // The defaults: what `eric serve` bounds (1,024 unread) and replays.
+    let server = start(HttpConfig::default().keep_alive(None)).await;
+    let channel = server.create().await;
+    let path = format!("/channels/{channel}/events");
+
+    let mut stuck = client_that_stops_reading(&server, &path).await;
+    server.eventually("eric_open_streams", 1).await;
+
+    // 2 KiB events until it is disconnected, then more while it is away, as a
+    // channel that goes on broadcasting does. (Small enough for the replay window's
+    // default bound in bytes to keep 1,024 of them.)
+    let filler = "x".repeat(2 * 1024);
+    let mut sent = 0usize;
+    let broadcast = async |n: usize| {
+        let r = server
+            .broadcast(&channel, "big", json!({"n": n, "fill": filler}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    };
+    while server.metric("eric_disconnected_total").await == 0 {
+        assert!(
+            sent < 32_768,
+            "a client that never reads was never disconnected"
+        );
+        for _ in 0..16 {
+            broadcast(sent).await;
+            sent += 1;
+        }
+    }
+    for _ in 0..256 {
+        broadcast(sent).await;
+        sent += 1;
+    }
+
+    // It reads what it was sent before it was disconnected: events in order, then
+    // the error that ended its stream.
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stuck.read_to_end(&mut raw))
+        .await
+        .expect("the disconnected stream was not closed")
+        .unwrap();
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    let events: Vec<_> = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        bytes::Bytes::copy_from_slice(&raw[head_end..]),
+    )])
+    .eventsource()
+    .map(|e| e.unwrap())
+    .collect()
+    .await;
+    let (ending, got) = events
+        .split_last()
+        .expect("no event before the disconnection");
+    assert_eq!(
+        ending.event,
+        eric_core::MESSAGE_TYPE_INTERNAL_ERROR,
+        "{ending:?}"
+    );
+    let numbers: Vec<u64> = got.iter().map(number).collect();
+    assert_eq!(numbers, (0..got.len() as u64).collect::<Vec<_>>());
+    let last = got.last().expect("no event before the disconnection");
+
+    // Back with its last event id, as an `EventSource` comes back. It cannot resume
+    // there: a listener may be `capacity` broadcasts behind at most, and it was one
+    // more when it was disconnected. So a reset first, naming the oldest broadcast it
+    // gets, then every broadcast from that one on: a gap it is told of, never a silent one.
+    let mut resumed = server.events(&path, Some(&last.id)).await;
+    let reset = next(&mut resumed).await;
+    assert_eq!(reset.event, "_eric_reset", "{}", reset.data);
+    let reset: Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(reset["reason"], "too_old");
+    assert_eq!(reset["last_event_id"], last.id);
+    let first = next(&mut resumed).await;
+    assert_eq!(reset["oldest_kept"], first.id);
+    let from = number(&first);
+    let window = eric_http::DEFAULT_CAPACITY as u64;
+    assert_eq!(from, sent as u64 - window, "the window, all of it");
+    for n in from + 1..sent as u64 {
+        assert_eq!(
+            number(&next(&mut resumed).await),
+            n,
+            "a gap after the reset"
+        );
+    }
+}
+
+/// A client with a 4 KiB receive buffer that sends its request for `path` and reads
+/// nothing more (until the test reads it).
+async fn client_that_stops_reading(server: &support::Running, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
+    client
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    client
+}
+
+/// The `n` of a test event.
+fn number(event: &eventsource_stream::Event) -> u64 {
+    let data: Value = serde_json::from_str(&event.data).unwrap();
+    data["n"].as_u64().unwrap()
 }
 
 #[tokio::test]

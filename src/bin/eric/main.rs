@@ -196,7 +196,8 @@ enum Command {
         #[arg(long, default_value_t = eric::http::DEFAULT_CAPACITY, env = "ERIC_CAPACITY")]
         capacity: usize,
         /// What happens to a listener over --capacity: its stream ends (disconnect; an
-        /// EventSource reconnects and resumes), its oldest unread are dropped
+        /// EventSource reconnects to a too_old reset, then the last --capacity
+        /// broadcasts), its oldest unread are dropped
         /// (drop-oldest), or new messages are refused (reject).
         #[arg(long, value_enum, default_value_t = Overflow::Disconnect, env = "ERIC_OVERFLOW")]
         overflow: Overflow,

@@ -33,7 +33,8 @@ pub enum Event {
         channel: String,
     },
     /// The server ended the stream with an error (a listener that fell too far behind,
-    /// say); the client reconnects and resumes.
+    /// say); the client reconnects and resumes, after a [`Reset`](Self::Reset) if it
+    /// missed more than the server keeps for it.
     StreamError {
         /// The server's words.
         message: String,
