@@ -25,9 +25,10 @@ pub(crate) struct Deliveries {
 }
 
 impl Deliveries {
-    /// The round's time: the clock, read at the first call.
+    /// The round's time: the clock (or a reading its turn shares, `clock.rs`), read
+    /// at the first call.
     pub(crate) fn now(&mut self) -> Instant {
-        *self.now.get_or_insert_with(Instant::now)
+        *self.now.get_or_insert_with(crate::clock::now)
     }
 
     /// Counts `event` as delivered now, with its latency if it knows when it was

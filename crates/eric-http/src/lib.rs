@@ -47,6 +47,7 @@ mod api;
 mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+mod clock;
 mod deliveries;
 mod error;
 mod events;

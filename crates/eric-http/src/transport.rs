@@ -25,9 +25,13 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
 impl Transport for tokio::net::TcpStream {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn send_now(&self, buf: &[u8]) -> Option<io::Result<usize>> {
-        // What tokio's own write does (std's `send`, nonblocking), without its
-        // readiness check; `MSG_NOSIGNAL`: a client gone is an error, not a SIGPIPE.
-        Some(socket2::SockRef::from(self).send_with_flags(buf, libc::MSG_NOSIGNAL))
+        // What tokio's own write does (a nonblocking `send`), without its readiness
+        // check, and without libc's wrapper, a cancellation point that takes two
+        // locked instructions per call (perf: about 4 % of the server's user time at
+        // 100 broadcasts/s). `NOSIGNAL`: a client gone is an error, not a SIGPIPE.
+        Some(
+            rustix::net::send(self, buf, rustix::net::SendFlags::NOSIGNAL).map_err(io::Error::from),
+        )
     }
 }
 

@@ -88,7 +88,10 @@ async fn run_group(mut incoming: mpsc::UnboundedReceiver<Writer>) {
                 )),
                 None => open = false,
             },
-            Some(ended) = writers.next(), if !writers.is_empty() => {
+            // A turn: its writers' rounds share readings of the clock.
+            Some(ended) = std::future::poll_fn(|cx| {
+                crate::clock::turn(|| writers.poll_next_unpin(cx))
+            }), if !writers.is_empty() => {
                 if ended.is_err() {
                     tracing::error!("a stream's writer panicked; its stream ended");
                 }
