@@ -25,6 +25,9 @@
 //! tokio task that a broadcast wakes and that tokio moves between its threads to
 //! balance them: a likely reason, not a measured one, is that fewer groups make fewer
 //! such wakes and moves.
+//!
+//! A group's poll of its writers is a turn (`clock.rs`): their rounds share readings of
+//! the clock, one per 16 rounds.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
