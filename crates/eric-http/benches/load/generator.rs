@@ -70,6 +70,10 @@ pub(crate) struct Outcome {
     /// Instructions the server ran while the broadcasts were made and delivered, when
     /// it runs under callgrind.
     pub(crate) instructions: Option<u64>,
+    /// The 99th percentile of a broadcast request's answer time, request sent to
+    /// answer read, at a fixed rate (`None`: pipelined): how long a publisher waits
+    /// while the server writes to its streams.
+    pub(crate) publish_p99_ms: Option<f64>,
 }
 
 /// Sends `request` and reads its answer's JSON.
@@ -256,6 +260,7 @@ pub(crate) async fn run_over(
 
     server.zero_instructions();
     let start = Instant::now();
+    let mut publish_us = Vec::new();
     match pacing {
         Pacing::Fixed => {
             let url = format!("{}{}", server.base, publish.path);
@@ -265,12 +270,14 @@ pub(crate) async fn run_over(
                 // Anywhere in its own interval: still in order.
                 let due = start + interval * seq as u32 + interval.mul_f64(moves.f64());
                 tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
                 http.post(&url)
                     .header("content-type", publish.content_type)
                     .body((publish.body)(seq))
                     .send()
                     .await
                     .unwrap();
+                publish_us.push(sent.elapsed().as_micros() as u64);
             }
         }
         Pacing::Pipelined => {
@@ -299,13 +306,8 @@ pub(crate) async fn run_over(
         .flat_map(|t| t.latencies_us.iter().copied())
         .collect();
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    publish_us.sort_unstable();
+    let pct = |p: f64| percentile_ms(&latencies, p);
     Outcome {
         deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
@@ -319,5 +321,12 @@ pub(crate) async fn run_over(
         user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
         bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
         instructions,
+        publish_p99_ms: (!publish_us.is_empty()).then(|| percentile_ms(&publish_us, 0.99)),
     }
+}
+
+/// The `p` percentile of `sorted_us` (microseconds), in milliseconds; 0 if empty.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+    sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
 }

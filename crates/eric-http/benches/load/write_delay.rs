@@ -123,14 +123,14 @@ fn shape(
 fn cpu_table(streams: usize, offered: &str, outcomes: &[(String, Outcome)]) {
     println!("\n## server CPU per delivered event, {streams} streams, {offered}\n");
     println!(
-        "| server | deliveries/s | ratio | CPU per event | ratio to the reference | user-space CPU per event | ratio | p50 | p99 | lost | events per HTTP chunk |"
+        "| server | deliveries/s | ratio | CPU per event | ratio to the reference | user-space CPU per event | ratio | p50 | p99 | lost | events per HTTP chunk | publish p99 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let first = &outcomes[0].1;
     for (name, o) in outcomes {
         let ratios = Ratios::of(o, first);
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} µs | {:.2} | {:.2} µs | {:.2} | {:.1} ms | {:.1} ms | {} | {:.1} |",
+            "| {name} | {:.0} | {:.2} | {:.2} µs | {:.2} | {:.2} µs | {:.2} | {:.1} ms | {:.1} ms | {} | {:.1} | {} |",
             o.deliveries_per_s,
             ratios.deliveries,
             cpu_per_event_us(o),
@@ -140,7 +140,9 @@ fn cpu_table(streams: usize, offered: &str, outcomes: &[(String, Outcome)]) {
             o.p50_ms,
             o.p99_ms,
             o.lost,
-            o.events_per_chunk
+            o.events_per_chunk,
+            o.publish_p99_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"))
         );
     }
 }
