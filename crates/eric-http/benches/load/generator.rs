@@ -96,10 +96,10 @@ pub(crate) enum Wire {
 pub(crate) enum Pacing {
     /// At `rate` per second, each after the last one's answer: past what the server
     /// delivers, a lockstep. Each is due at a random point of its own interval (the
-    /// same points for every server): the kernel
-    /// splits a process's CPU time into user and system time by which of them its
-    /// timer tick (250 Hz here) lands in, and broadcasts exactly 10 ms apart met that
-    /// tick at a few fixed phases, a different few each run. The user time measured at
+    /// same points for every server): the kernel splits a process's CPU time into user
+    /// and system time by which of them its timer tick (250 Hz here) lands in, and
+    /// broadcasts exactly 10 ms apart met that tick at a few fixed phases, a different
+    /// few each run. The user time measured at
     /// 100/s then moved by half from run to run (0.27x to 0.54x the reference's, one
     /// build), while the total did not (0.63x to 0.72x).
     Fixed,
@@ -307,7 +307,7 @@ pub(crate) async fn run_over(
         .collect();
     latencies.sort_unstable();
     publish_us.sort_unstable();
-    let pct = |p: f64| percentile_ms(&latencies, p);
+    let pct = |p: f64| latency::percentile_ms(&latencies, p);
     Outcome {
         deliveries_per_s: received as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
@@ -321,12 +321,6 @@ pub(crate) async fn run_over(
         user_cpu_percent: (user_after - user_before) / elapsed.as_secs_f64() * 100.0,
         bytes_per_idle_stream: rss_idle.saturating_sub(rss_before) as f64 / streams as f64,
         instructions,
-        publish_p99_ms: (!publish_us.is_empty()).then(|| percentile_ms(&publish_us, 0.99)),
+        publish_p99_ms: (!publish_us.is_empty()).then(|| latency::percentile_ms(&publish_us, 0.99)),
     }
-}
-
-/// The `p` percentile of `sorted_us` (microseconds), in milliseconds; 0 if empty.
-fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
-    let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
-    sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
 }

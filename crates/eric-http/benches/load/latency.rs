@@ -11,11 +11,14 @@ pub(crate) const PERCENTILES: [f64; 8] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.9
 pub(crate) fn percentiles(sorted: &[u64]) -> Vec<(f64, f64)> {
     PERCENTILES
         .iter()
-        .map(|&p| {
-            let at = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
-            (p, sorted.get(at).copied().unwrap_or(0) as f64 / 1000.0)
-        })
+        .map(|&p| (p, percentile_ms(sorted, p)))
         .collect()
+}
+
+/// The `p` percentile of `sorted_us` (microseconds), in milliseconds; 0 if empty.
+pub(crate) fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+    sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
 }
 
 /// One panel of the plot: a title and, per server, its label and percentiles.
