@@ -16,26 +16,30 @@ use tokio::time::Instant;
 /// Rounds one reading of the clock serves within a turn.
 const READS_PER_READING: u32 = 16;
 
+/// Where this thread is.
+#[derive(Clone, Copy)]
+enum State {
+    /// Outside a turn: every read is the clock's.
+    Outside,
+    /// Within a turn: its last reading and how many rounds it served (`None`: none yet).
+    InTurn(Option<(Instant, u32)>),
+}
+
 thread_local! {
-    /// Within a turn: the last reading and how many rounds it served. `None` outside
-    /// one, or when a new reading is due.
-    static READING: Cell<Option<(Instant, u32)>> = const { Cell::new(None) };
-    static IN_TURN: Cell<bool> = const { Cell::new(false) };
+    static STATE: Cell<State> = const { Cell::new(State::Outside) };
 }
 
 /// The time of a round of writes: the clock, or a reading of it made within this turn.
 pub(crate) fn now() -> Instant {
-    if !IN_TURN.get() {
-        return Instant::now();
-    }
-    match READING.get() {
-        Some((at, served)) if served < READS_PER_READING => {
-            READING.set(Some((at, served + 1)));
+    match STATE.get() {
+        State::Outside => Instant::now(),
+        State::InTurn(Some((at, served))) if served < READS_PER_READING => {
+            STATE.set(State::InTurn(Some((at, served + 1))));
             at
         }
-        _ => {
+        State::InTurn(_) => {
             let at = Instant::now();
-            READING.set(Some((at, 1)));
+            STATE.set(State::InTurn(Some((at, 1))));
             at
         }
     }
@@ -47,11 +51,10 @@ pub(crate) fn turn<R>(poll: impl FnOnce() -> R) -> R {
     struct Ends;
     impl Drop for Ends {
         fn drop(&mut self) {
-            IN_TURN.set(false);
-            READING.set(None);
+            STATE.set(State::Outside);
         }
     }
-    IN_TURN.set(true);
+    STATE.set(State::InTurn(None));
     let _ends = Ends;
     poll()
 }
